@@ -1,0 +1,1 @@
+"""Fine-tuning and evaluation. Importing this package stays cheap: Ray and torch load on use."""

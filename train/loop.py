@@ -1,0 +1,167 @@
+"""`train_func(config)`: what every Ray Train worker runs, in order: data, model, loop, evaluate, save."""
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+import ray.train
+import ray.train.torch
+from ray.train import Checkpoint
+
+from train.config import TrainConfig
+from train.data import LABEL, TEXT
+from train.metrics import confusion, scores
+from train.model import build
+
+log = logging.getLogger("train")
+STATE = "train_state.pt"  # optimizer, scheduler and epoch; the weights travel as safetensors
+
+
+def _autocast(cfg: TrainConfig, device: torch.device):
+    """bf16 where the GPU supports it, else fp16 (with a grad scaler); nothing on CPU."""
+    if device.type != "cuda" or cfg.mixed_precision == "no":
+        return nullcontext, None
+    bf16 = cfg.mixed_precision == "bf16" or (cfg.mixed_precision == "auto" and torch.cuda.is_bf16_supported())
+    dtype = torch.bfloat16 if bf16 else torch.float16
+    scaler = None if bf16 else torch.amp.GradScaler("cuda")
+    return (lambda: torch.autocast("cuda", dtype=dtype)), scaler
+
+
+def _batches(name: str, batch_size: int, seed: int | None = None):
+    shuffle = {"local_shuffle_buffer_size": 4 * batch_size, "local_shuffle_seed": seed} if seed is not None else {}
+    shard = ray.train.get_dataset_shard(name)
+    return shard.iter_batches(batch_size=batch_size, batch_format="numpy", **shuffle)
+
+
+def _encode(tokenizer, batch, cfg: TrainConfig, device):
+    # Dynamic padding: each batch is padded to its own longest text, not to max_length.
+    enc = tokenizer(batch[TEXT].tolist(), padding=True, truncation=True, max_length=cfg.max_length, return_tensors="pt")
+    return {k: v.to(device) for k, v in enc.items()}, torch.tensor(batch[LABEL], device=device)
+
+
+def _all_reduce(array: np.ndarray, device) -> np.ndarray:
+    if not torch.distributed.is_initialized():
+        return array
+    tensor = torch.as_tensor(array, dtype=torch.float64 if device.type == "cpu" else torch.float32, device=device)
+    torch.distributed.all_reduce(tensor)
+    return tensor.cpu().numpy()
+
+
+@torch.inference_mode()
+def evaluate(model, tokenizer, cfg: TrainConfig, labels: list[str], device, autocast) -> dict:
+    model.eval()
+    matrix = np.zeros((len(labels), len(labels)), dtype=np.float64)
+    loss_sum = 0.0
+    for batch in _batches("val", cfg.eval_batch_size):
+        inputs, targets = _encode(tokenizer, batch, cfg, device)
+        with autocast():
+            out = model(**inputs, labels=targets)
+        loss_sum += float(out.loss) * len(targets)
+        matrix += confusion(targets.cpu().numpy(), out.logits.argmax(-1).cpu().numpy(), len(labels))
+    totals = _all_reduce(np.append(matrix.ravel(), loss_sum), device)
+    matrix = totals[:-1].reshape(matrix.shape).round().astype(np.int64)
+    result = scores(matrix, labels)
+    result["loss"] = float(totals[-1] / max(1, matrix.sum()))
+    return result
+
+
+def _save(model, tokenizer, optimizer, scheduler, epoch: int, directory: Path) -> None:
+    unwrapped = model.module if hasattr(model, "module") else model
+    unwrapped.save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch}, directory / STATE)
+
+
+def _restore(model, optimizer, scheduler) -> int:
+    """Load the last reported checkpoint, if any (a retried worker group or a resumed run); return the next epoch."""
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return 0
+    from safetensors.torch import load_file
+
+    with checkpoint.as_directory() as directory:
+        unwrapped = model.module if hasattr(model, "module") else model
+        unwrapped.load_state_dict(load_file(Path(directory) / "model.safetensors"), strict=False)
+        state = torch.load(Path(directory) / STATE, weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    log.info("resumed from checkpoint after epoch %d", state["epoch"] + 1)
+    return state["epoch"] + 1
+
+
+def train_func(loop_config: dict) -> None:
+    from transformers import get_linear_schedule_with_warmup
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+    cfg = TrainConfig(**loop_config["config"])
+    labels: list[str] = loop_config["labels"]
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    # Ray sets OMP_NUM_THREADS=1 for fractional CPUs; follow the worker's CPU share explicitly.
+    torch.set_num_threads(cfg.torch_threads or max(1, int(cfg.cpus_per_worker)))
+    torch.manual_seed(cfg.seed)
+
+    # Model: every rank builds the same initial weights from the same seed; DDP syncs them anyway.
+    model, tokenizer = build(cfg.base_model, labels, cfg.random_init)
+    model = ray.train.torch.prepare_model(model)
+    device = ray.train.torch.get_device()
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]  # biases and LayerNorm
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.learning_rate,
+    )
+    # Train's equal split gives every worker the same rows, hence the same step count (DDP needs it).
+    steps_per_epoch = max(1, math.ceil((loop_config["n_train"] // world) / cfg.batch_size))
+    total_steps = steps_per_epoch * cfg.epochs
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
+    start_epoch = _restore(model, optimizer, scheduler)
+    autocast, scaler = _autocast(cfg, device)
+
+    started, done_steps = time.monotonic(), 0
+    for epoch in range(start_epoch, cfg.epochs):
+        model.train()
+        loss_sum, seen, epoch_started = 0.0, 0, time.monotonic()
+        for step, batch in enumerate(_batches("train", cfg.batch_size, seed=cfg.seed + epoch), start=1):
+            inputs, targets = _encode(tokenizer, batch, cfg, device)
+            with autocast():
+                loss = model(**inputs, labels=targets).loss
+            (scaler.scale(loss) if scaler else loss).backward()
+            if scaler:
+                scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            scaler.step(optimizer) if scaler else optimizer.step()
+            if scaler:
+                scaler.update()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            loss_sum, seen, done_steps = loss_sum + loss.item() * len(targets), seen + len(targets), done_steps + 1
+            if rank == 0 and (step % cfg.log_every_steps == 0 or step == steps_per_epoch):
+                elapsed = time.monotonic() - started
+                remaining = (total_steps - (start_epoch * steps_per_epoch) - done_steps) * elapsed / done_steps
+                log.info(
+                    "epoch %d/%d step %d/%d loss %.4f %.0f samples/s ETA %ds",
+                    epoch + 1, cfg.epochs, step, steps_per_epoch, loss_sum / seen,
+                    seen * world / max(1e-9, time.monotonic() - epoch_started),
+                    remaining,
+                )
+        metrics = {f"val_{k}": v for k, v in evaluate(model, tokenizer, cfg, labels, device, autocast).items()}
+        metrics.update(epoch=epoch + 1, train_loss=loss_sum / max(1, seen))
+        if rank == 0:
+            log.info(
+                "epoch %d/%d val_loss %.4f val_accuracy %.4f val_macro_f1 %.4f",
+                epoch + 1, cfg.epochs, metrics["val_loss"], metrics["val_accuracy"], metrics["val_macro_f1"],
+            )
+            with tempfile.TemporaryDirectory() as tmp:
+                _save(model, tokenizer, optimizer, scheduler, epoch, Path(tmp))
+                ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp))
+        else:
+            ray.train.report(metrics)

