@@ -1,0 +1,36 @@
+# Two entry points for a fresh machine: `make demo` (install, train the demo model, serve it) and
+# `make test` (install, run the test suite). Both use the active virtualenv, else create .venv.
+VENV ?= $(if $(VIRTUAL_ENV),$(VIRTUAL_ENV),.venv)
+PY := $(VENV)/bin/python
+# The CPU build of torch; a bare `torch` requirement pulls a multi-GB CUDA build. GPU machines
+# can pass TORCH_SPEC=torch (or a CUDA index) instead.
+TORCH_SPEC ?= torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: install demo train serve test
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+data/rotten_tomatoes.csv: | install
+	$(PY) -m train.demo_data --output data
+
+models/demo/model/manifest.json: data/rotten_tomatoes.csv
+	$(PY) -m train --config default --data data/rotten_tomatoes.csv \
+		--text-column text --label-column category --output models/demo
+
+train: models/demo/model/manifest.json
+
+serve: train
+	$(VENV)/bin/serve run serve_config.yaml
+
+demo: serve
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)

@@ -1,0 +1,1 @@
+"""Serving: a Ray Serve graph ingress -> tokenizer -> batched model replica -> postprocessor."""

@@ -1,0 +1,45 @@
+"""Typed readers for every serving tunable. Values live in serve_config.yaml; unknown keys and bad
+values fail at start-up with a sentence that names them."""
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @classmethod
+    def read(cls, values: dict | None, where: str):
+        try:
+            return cls(**(values or {}))
+        except ValidationError as err:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']} (got {e.get('input')!r})" for e in err.errors()
+            )
+            raise ValueError(f"{where}: {problems}") from None
+
+
+class AppArgs(_Strict):
+    """The application's `args` in serve_config.yaml."""
+
+    model: str = Field("models/demo/model", description="Artifact directory (relative paths: from the working directory)")
+    name: str = Field("text-classifier", min_length=1, description="Model name reported in responses")
+    max_items: int = Field(256, ge=1, le=100_000, description="Texts per request")
+    max_text_chars: int = Field(20_000, ge=1, description="Characters per text")
+    max_body_bytes: int = Field(1 << 20, ge=64, description="Request body size")
+
+
+class IngressConfig(_Strict):
+    """user_config of the Ingress: how concurrent HTTP requests are coalesced into one graph call."""
+
+    max_batch_texts: int = Field(64, ge=1, le=4096)
+    batch_wait_timeout_s: float = Field(0.005, ge=0, le=1)
+
+
+class ModelConfig(_Strict):
+    """user_config of the Classifier replica: its own batching, applied live in reconfigure()."""
+
+    max_batch_size: int = Field(64, ge=1, le=4096, description="Texts per forward pass")
+    batch_wait_timeout_s: float = Field(0.005, ge=0, le=1)
+    max_batch_tokens: int = Field(8192, ge=8, description="Padded tokens per forward pass")
+    torch_threads: int | None = Field(None, ge=1, le=256, description="Default: the replica's CPU share")

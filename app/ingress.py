@@ -1,0 +1,187 @@
+"""HTTP ingress: validate at the edge, coalesce concurrent requests, call each stage once per batch.
+
+Every Serve hop costs milliseconds of CPU, so the graph is called per coalesced batch of requests,
+not per request: `@serve.batch` gathers the texts of concurrent requests, the tokenizer, model and
+postprocessor each see one call, and results are split back in input order.
+"""
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+
+from fastapi import FastAPI, Request
+from ray import serve
+from ray.serve import metrics
+from ray.serve.exceptions import BackPressureError, RayServeException
+from ray.exceptions import RayActorError
+
+from app import errors
+from app.artifact_source import local_artifact
+from app.config import AppArgs, IngressConfig
+from app.errors import InvalidJSON, NotReady, Overloaded, PayloadTooLarge, ValidationFailed
+from app.schemas import ClassifyRequest, ClassifyResponse, ErrorBody, ModelInfo
+from train.artifact import read_info
+
+log = logging.getLogger("ray.serve")
+api = FastAPI(title="ray-text-classifier", version="1", description=__doc__)
+errors.install(api)
+ERROR_RESPONSES = {code: {"model": ErrorBody} for code in (400, 413, 422, 503)}
+READY_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class Job:
+    texts: list[str]
+    top_k: int | None
+    truncate: bool
+
+
+def _validation_message(err) -> str:
+    first = err.errors()[0]
+    where = ".".join(map(str, first["loc"])) or "body"
+    return f"{where}: {first['msg']}" + (f" ({len(err.errors())} problems)" if len(err.errors()) > 1 else "")
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.2}, max_ongoing_requests=256)
+@serve.ingress(api)
+class Ingress:
+    def __init__(self, tokenizer, classifier, postprocessor, args: dict):
+        self.args = AppArgs.read(args, "application args")
+        self.info = read_info(local_artifact(self.args.model))
+        self.tokenizer, self.classifier, self.postprocessor = tokenizer, classifier, postprocessor
+        self.stats = {"requests": 0, "batches": 0, "texts": 0}
+        self.requests = metrics.Counter("classifier_requests", "Classify requests by status", tag_keys=("status",))
+        self.coalesced = metrics.Histogram("classifier_coalesced_requests", "Requests per graph call",
+                                           boundaries=[1, 2, 4, 8, 16, 32, 64, 128])
+        self._apply(IngressConfig())
+
+    def reconfigure(self, user_config: dict) -> None:
+        self._apply(IngressConfig.read(user_config, "Ingress user_config"))
+
+    def _apply(self, config: IngressConfig) -> None:
+        self.config = config
+        self._classify_batch.set_max_batch_size(config.max_batch_texts)
+        self._classify_batch.set_batch_wait_timeout_s(config.batch_wait_timeout_s)
+
+    # ----- the graph, once per coalesced batch -----
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005, batch_size_fn=lambda jobs: sum(len(j.texts) for j in jobs))
+    async def _classify_batch(self, jobs: list[Job]) -> list[list[dict] | Exception]:
+        texts = [t for job in jobs for t in job.texts]
+        enc = await self.tokenizer.encode.remote(texts)
+        # The model response feeds the postprocessor directly: logits never come back here.
+        logits = self.classifier.forward.remote({"ids": enc["ids"], "lengths": enc["lengths"]})
+        top_k = [job.top_k for job in jobs for _ in job.texts]
+        preds = await self.postprocessor.run.remote(logits, top_k)
+        self.stats["batches"] += 1
+        self.stats["texts"] += len(texts)
+        self.coalesced.observe(len(jobs))
+        out, start = [], 0
+        for job in jobs:
+            stop = start + len(job.texts)
+            over = [i for i in range(start, stop) if enc["truncated"][i]]
+            if over and not job.truncate:
+                i = over[0]
+                out.append(ValidationFailed(
+                    f"texts[{i - start}] has {int(enc['full_lengths'][i])} tokens; the model takes at most "
+                    f"{self.info.max_length} (send truncate=true to truncate)"))
+            else:
+                out.append([
+                    p | {"truncated": bool(enc["truncated"][i]), "tokens": int(enc["lengths"][i])}
+                    for p, i in zip(preds[start:stop], range(start, stop))
+                ])
+            start = stop
+        return out
+
+    async def _classify(self, job: Job) -> list[dict]:
+        # Split requests larger than one coalesced batch; each part joins the batch queue.
+        size = self.config.max_batch_texts
+        parts = [Job(job.texts[i: i + size], job.top_k, job.truncate) for i in range(0, len(job.texts), size)]
+        try:
+            results = await asyncio.gather(*(self._classify_batch(p) for p in parts))
+        except BackPressureError:
+            raise Overloaded("the model is at capacity; retry shortly") from None
+        except (RayActorError, RayServeException) as err:
+            log.warning("downstream stage failed: %s", type(err).__name__)
+            raise Overloaded("a model replica is unavailable; retry shortly") from None
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        return [p for result in results for p in result]
+
+    async def _read_body(self, request: Request) -> ClassifyRequest:
+        limit = self.args.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge(f"the body may hold at most {limit} bytes; got {declared}")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise PayloadTooLarge(f"the body may hold at most {limit} bytes")
+        try:
+            data = json.loads(body)
+        except (ValueError, RecursionError):
+            raise InvalidJSON("the body is not valid JSON (UTF-8)") from None
+        if isinstance(data, dict) and isinstance(data.get("texts"), list) and len(data["texts"]) > self.args.max_items:
+            raise PayloadTooLarge(f"`texts` may hold at most {self.args.max_items} items; got {len(data['texts'])}")
+        try:
+            parsed = ClassifyRequest.model_validate(data)
+        except ValueError as err:
+            raise ValidationFailed(_validation_message(err)) from None
+        for i, text in enumerate(parsed.items):
+            field = "text" if parsed.text is not None else f"texts[{i}]"
+            if not text.strip():
+                raise ValidationFailed(f"{field} is empty")
+            if len(text) > self.args.max_text_chars:
+                raise PayloadTooLarge(f"{field} may hold at most {self.args.max_text_chars} characters; got {len(text)}")
+        return parsed
+
+    # ----- routes -----
+    @api.post(
+        "/v1/classify",
+        response_model=ClassifyResponse,
+        responses=ERROR_RESPONSES,
+        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+            "schema": ClassifyRequest.model_json_schema()}}}},
+    )
+    async def classify(self, request: Request) -> dict:
+        self.stats["requests"] += 1
+        try:
+            body = await self._read_body(request)
+            preds = await self._classify(Job(body.items, body.top_k, body.truncate))
+        except errors.ApiError as err:
+            self.requests.inc(tags={"status": str(err.status)})
+            raise
+        self.requests.inc(tags={"status": "200"})
+        return {
+            "model": {"name": self.args.name, "version": self.info.version[:16]},
+            "predictions": preds,
+            "usage": {"tokens": sum(p["tokens"] for p in preds)},
+        }
+
+    @api.get("/v1/model", response_model=ModelInfo)
+    async def model_info(self) -> dict:
+        return {
+            "name": self.args.name, "version": self.info.version[:16], "labels": self.info.labels,
+            "multi_label": self.info.multi_label, "max_length": self.info.max_length,
+            "base_model": self.info.base_model, "metrics": self.info.metrics,
+        }
+
+    @api.get("/v1/stats")
+    async def stats(self) -> dict:
+        """Counters of this ingress replica and one classifier replica: shows how requests coalesce."""
+        return {"ingress": dict(self.stats), "classifier": await self.classifier.get_stats.remote()}
+
+    @api.get("/healthz")
+    async def healthz(self) -> dict:
+        return {"status": "ok"}
+
+    @api.get("/readyz", responses={503: {"model": ErrorBody}})
+    async def readyz(self) -> dict:
+        stages = (self.tokenizer, self.classifier, self.postprocessor)
+        try:
+            await asyncio.wait_for(asyncio.gather(*(s.ping.remote() for s in stages)), READY_TIMEOUT_S)
+        except Exception:  # noqa: BLE001 - any failure means not ready
+            raise NotReady("a stage of the graph is not ready") from None
+        return {"status": "ready"}

@@ -1,0 +1,134 @@
+"""Classifier replica: token ids -> logits, and nothing else.
+
+Batches from every caller are merged by `@serve.batch`, sorted by length and cut into forward
+passes capped by `max_batch_tokens`, so short texts are not padded to the longest one in the queue.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from contextlib import nullcontext
+
+import numpy as np
+import ray
+import torch
+from ray import serve
+from ray.serve import metrics
+
+from app.artifact_source import local_artifact
+from app.config import ModelConfig
+from train.artifact import load_model, read_info
+
+
+def _rows(enc: dict) -> list[np.ndarray]:
+    return np.split(enc["ids"], np.cumsum(enc["lengths"])[:-1]) if len(enc["lengths"]) else []
+
+
+def plan_chunks(lengths: np.ndarray, max_rows: int, max_tokens: int) -> list[np.ndarray]:
+    """Row indices per forward pass: length-sorted, each pass within max_rows and max_tokens padded."""
+    order = np.argsort(lengths, kind="stable")
+    chunks, start = [], 0
+    while start < len(order):
+        end = start + 1
+        while end < len(order) and end - start < max_rows and (end - start + 1) * lengths[order[end]] <= max_tokens:
+            end += 1
+        chunks.append(order[start:end])
+        start = end
+    return chunks
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.5})
+class Classifier:
+    def __init__(self, model: str):
+        info = read_info(local_artifact(model))
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = load_model(info).to(self.device)
+        self.pad_id = info.pad_token_id
+        if self.device.type == "cuda":
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            self.autocast = lambda: torch.autocast("cuda", dtype=dtype)
+        else:
+            self.autocast = nullcontext
+        self.stats = {"batches": 0, "forwards": 0, "texts": 0, "tokens": 0, "padded_tokens": 0}
+        self.batch_texts = metrics.Histogram("classifier_batch_texts", "Texts per merged batch",
+                                             boundaries=[1, 2, 4, 8, 16, 32, 64, 128, 256, 512])
+        self.batch_tokens = metrics.Histogram("classifier_batch_tokens", "Real tokens per merged batch",
+                                              boundaries=[16, 64, 256, 1024, 4096, 16384, 65536])
+        self.model_ms = metrics.Histogram("classifier_model_ms", "Forward time per merged batch (ms)",
+                                          boundaries=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000])
+        self._apply(ModelConfig())
+        self._warm_up()  # before the replica reports ready: first requests see no one-off costs
+
+    def reconfigure(self, user_config: dict) -> None:
+        self._apply(ModelConfig.read(user_config, "Classifier user_config"))
+
+    def _apply(self, config: ModelConfig) -> None:
+        self.config = config
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
+        # Ray sets OMP_NUM_THREADS=1 for fractional CPUs; the thread count is ours to choose.
+        torch.set_num_threads(self.config.torch_threads or max(1, round(cpus)))
+        self.forward_batch.set_max_batch_size(self.config.max_batch_size)
+        self.forward_batch.set_batch_wait_timeout_s(self.config.batch_wait_timeout_s)
+
+    def _warm_up(self) -> None:
+        for length in (8, 64):
+            ids = np.full(length * 2, self.pad_id + 1, dtype=np.int32)
+            self._logits({"ids": ids, "lengths": np.array([length, length], dtype=np.int32)})
+
+    def _logits(self, enc: dict) -> np.ndarray:
+        rows, lengths = _rows(enc), enc["lengths"]
+        out = None
+        for chunk in plan_chunks(lengths, self.config.max_batch_size, self.config.max_batch_tokens):
+            width = int(lengths[chunk].max())
+            ids = np.full((len(chunk), width), self.pad_id, dtype=np.int64)
+            mask = np.zeros((len(chunk), width), dtype=np.int64)
+            for i, row in enumerate(chunk):
+                ids[i, : lengths[row]] = rows[row]
+                mask[i, : lengths[row]] = 1
+            with torch.inference_mode(), self.autocast():
+                logits = self.model(
+                    input_ids=torch.from_numpy(ids).to(self.device),
+                    attention_mask=torch.from_numpy(mask).to(self.device),
+                ).logits
+            logits = logits.float().cpu().numpy()
+            if out is None:
+                out = np.empty((len(lengths), logits.shape[1]), dtype=np.float32)
+            out[chunk] = logits
+            self.stats["forwards"] += 1
+            self.stats["padded_tokens"] += ids.size
+        return out
+
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005, batch_size_fn=lambda encs: sum(len(e["lengths"]) for e in encs))
+    async def forward_batch(self, encs: list[dict]) -> list[np.ndarray]:
+        merged = {
+            "ids": np.concatenate([e["ids"] for e in encs]),
+            "lengths": np.concatenate([e["lengths"] for e in encs]),
+        }
+        started = time.perf_counter()
+        # A worker thread keeps the replica's event loop free to queue the next batch meanwhile.
+        logits = await asyncio.to_thread(self._logits, merged)
+        self.model_ms.observe((time.perf_counter() - started) * 1000)
+        self.batch_texts.observe(len(merged["lengths"]))
+        self.batch_tokens.observe(int(merged["lengths"].sum()))
+        self.stats["batches"] += 1
+        self.stats["texts"] += len(merged["lengths"])
+        self.stats["tokens"] += int(merged["lengths"].sum())
+        return np.split(logits, np.cumsum([len(e["lengths"]) for e in encs])[:-1])
+
+    async def forward(self, enc: dict) -> np.ndarray:
+        """Logits for every row of enc; inputs larger than one batch are split to fit it."""
+        size, n = self.config.max_batch_size, len(enc["lengths"])
+        if n <= size:
+            return await self.forward_batch({"ids": enc["ids"], "lengths": enc["lengths"]})
+        offsets = np.concatenate([[0], np.cumsum(enc["lengths"])])
+        parts = [
+            {"ids": enc["ids"][offsets[i]: offsets[min(i + size, n)]], "lengths": enc["lengths"][i: i + size]}
+            for i in range(0, n, size)
+        ]
+        return np.concatenate(await asyncio.gather(*(self.forward_batch(p) for p in parts)))
+
+    def get_stats(self) -> dict:
+        return dict(self.stats)
+
+    def ping(self) -> bool:
+        return True

@@ -1,0 +1,72 @@
+"""The v1 HTTP API's request and response shapes (also the OpenAPI document at /docs)."""
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
+
+
+class ClassifyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: StrictStr | None = Field(None, description="One text; give `text` or `texts`")
+    texts: list[StrictStr] | None = Field(None, description="Several texts, answered in input order")
+    top_k: StrictInt | None = Field(1, ge=1, description="Scores to return per text; null for every label")
+    truncate: StrictBool = Field(True, description="Truncate over-long texts (flagged) instead of answering 422")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> "ClassifyRequest":
+        if (self.text is None) == (self.texts is None):
+            raise ValueError("give exactly one of `text` or `texts`")
+        if self.texts is not None and not self.texts:
+            raise ValueError("`texts` must hold at least one text")
+        return self
+
+    @property
+    def items(self) -> list[str]:
+        return [self.text] if self.text is not None else list(self.texts)
+
+
+class Score(BaseModel):
+    label: str
+    score: float
+
+
+class Prediction(BaseModel):
+    label: str
+    score: float
+    scores: list[Score]
+    truncated: bool
+    tokens: int
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+
+
+class Usage(BaseModel):
+    tokens: int
+
+
+class ClassifyResponse(BaseModel):
+    model: ModelRef
+    predictions: list[Prediction]
+    usage: Usage
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str
+    labels: list[str]
+    multi_label: bool
+    max_length: int
+    base_model: str
+    metrics: dict
+
+
+class ErrorDetail(BaseModel):
+    type: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail

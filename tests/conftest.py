@@ -1,0 +1,46 @@
+"""Shared fixtures: small data files, a tiny random-BERT artifact built offline, free ports."""
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+ROOT = Path(__file__).parent.parent
+SST2 = ROOT.parent / "shared" / "data" / "sst2"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_artifact(out: Path, base_model: str = "all-MiniLM-L6-v2", random_init: dict | None = None,
+                  labels=("negative", "positive"), max_length: int = 32) -> Path:
+    """An exported artifact without a training run: base weights (or random ones) and a fresh head."""
+    import torch
+
+    from train.artifact import export
+    from train.model import build
+
+    torch.manual_seed(0)
+    model, tokenizer = build(base_model, list(labels), random_init)
+    config = {"base_model": base_model, "max_length": max_length, "labels": list(labels)}
+    metrics = {"validation": {"accuracy": 0.0}, "note": "untrained test artifact"}
+    export(model, tokenizer, out, config, metrics)
+    return out
+
+
+TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+
+
+@pytest.fixture(scope="session")
+def tiny_artifact(tmp_path_factory) -> Path:
+    return make_artifact(tmp_path_factory.mktemp("tiny") / "model", random_init=TINY)
+
+
+@pytest.fixture(scope="session")
+def sentiment_csv() -> Path:
+    return FIXTURES / "sentiment.csv"

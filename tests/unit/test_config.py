@@ -1,0 +1,65 @@
+from pathlib import Path
+
+import pytest
+import yaml
+from ray.serve.schema import ServeDeploySchema
+
+from app.config import AppArgs, IngressConfig, ModelConfig
+from train.config import ConfigError, load_config
+
+ROOT = Path(__file__).parents[2]
+USER_CONFIGS = {"Ingress": IngressConfig, "Classifier": ModelConfig}
+
+
+@pytest.mark.parametrize("preset", ["tiny", "default", "gpu"])
+def test_presets_load(preset):
+    assert load_config(preset).epochs >= 1
+
+
+def test_overrides_apply_and_none_keeps_the_preset():
+    cfg = load_config("tiny", {"epochs": 7, "max_length": None})
+    assert cfg.epochs == 7 and cfg.max_length == 32
+
+
+def test_unknown_key_is_refused(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("epochs: 2\nlearnig_rate: 0.1\n")
+    with pytest.raises(ConfigError, match="learnig_rate: Extra inputs are not permitted"):
+        load_config(str(path))
+
+
+def test_bad_value_names_field_and_value():
+    with pytest.raises(ConfigError, match=r"epochs: Input should be greater than or equal to 1 \(got 0\)"):
+        load_config("tiny", {"epochs": 0})
+
+
+def test_unknown_preset():
+    with pytest.raises(ConfigError, match="unknown preset 'huge'; presets: default, gpu, tiny"):
+        load_config("huge")
+
+
+@pytest.mark.parametrize("name", ["serve_config.yaml", "serve_config.gpu.yaml"])
+def test_serve_configs_pass_every_reader(name):
+    config = yaml.safe_load((ROOT / name).read_text())
+    ServeDeploySchema(**config)
+    (app,) = config["applications"]
+    AppArgs.read(app["args"], "args")
+    for deployment in app["deployments"]:
+        reader = USER_CONFIGS.get(deployment["name"])
+        if reader:
+            reader.read(deployment.get("user_config"), deployment["name"])
+        assert deployment["ray_actor_options"]["num_cpus"] > 0
+
+
+def test_default_graph_fits_two_cores():
+    app = yaml.safe_load((ROOT / "serve_config.yaml").read_text())["applications"][0]
+    assert sum(d["ray_actor_options"]["num_cpus"] for d in app["deployments"]) <= 2
+
+
+def test_user_config_readers_reject_unknown_and_bad_values():
+    with pytest.raises(ValueError, match="Classifier: max_batch_sise: Extra inputs"):
+        ModelConfig.read({"max_batch_sise": 8}, "Classifier")
+    with pytest.raises(ValueError, match="Ingress: max_batch_texts: Input should be greater than or equal to 1"):
+        IngressConfig.read({"max_batch_texts": 0}, "Ingress")
+    with pytest.raises(ValueError, match="args: max_itms"):
+        AppArgs.read({"max_itms": 3}, "args")
