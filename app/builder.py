@@ -1,5 +1,5 @@
 """The typed application builder: `import_path: app.builder:build_app` in serve_config.yaml."""
-
+# No `from __future__ import annotations`: Serve reads the AppArgs annotation to validate `args`.
 from ray.serve import Application
 
 from app.config import AppArgs
@@ -9,8 +9,17 @@ from app.postprocess import Postprocessor
 from app.tokenizer import Tokenizer
 
 
-def build_app(args: AppArgs) -> Application:
+def compose(args: AppArgs, **options: dict) -> Application:
+    """The graph; `options` maps a deployment name to `.options(...)` overrides (tests, tools)."""
+
+    def stage(deployment):
+        return deployment.options(**options.get(deployment.name, {}))
+
     model = args.model
-    return Ingress.bind(
-        Tokenizer.bind(model), Classifier.bind(model), Postprocessor.bind(model), args.model_dump()
+    return stage(Ingress).bind(
+        stage(Tokenizer).bind(model), stage(Classifier).bind(model), stage(Postprocessor).bind(model), args.model_dump()
     )
+
+
+def build_app(args: AppArgs) -> Application:
+    return compose(args)

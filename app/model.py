@@ -128,7 +128,7 @@ class Classifier:
         return np.concatenate(await asyncio.gather(*(self.forward_batch(p) for p in parts)))
 
     def get_stats(self) -> dict:
-        return dict(self.stats)
+        return dict(self.stats, max_batch_size=self.config.max_batch_size)
 
     def ping(self) -> bool:
         return True

@@ -154,7 +154,7 @@ def train_func(loop_config: dict) -> None:
                     remaining,
                 )
         metrics = {f"val_{k}": v for k, v in evaluate(model, tokenizer, cfg, labels, device, autocast).items()}
-        metrics.update(epoch=epoch + 1, train_loss=loss_sum / max(1, seen))
+        metrics.update(epoch=epoch + 1, train_loss=loss_sum / max(1, seen), start_epoch=start_epoch)
         if rank == 0:
             log.info(
                 "epoch %d/%d val_loss %.4f val_accuracy %.4f val_macro_f1 %.4f",

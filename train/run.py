@@ -84,6 +84,8 @@ def fit(cfg: TrainConfig, output: str | Path, run_name: str | None = None) -> tu
             "n_train": data.n_train,
             "n_val": data.n_val,
             "dropped_blank": data.dropped_blank,
+            # Epoch this invocation started from: > 0 when it resumed a run from a checkpoint.
+            "start_epoch": result.metrics["start_epoch"] if result.metrics else cfg.epochs,
         }
         resolved = cfg.model_dump() | {"labels": data.labels, "run": run_name}
         version = export(model, tokenizer, output / MODEL_DIR, resolved, summary)

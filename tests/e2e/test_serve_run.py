@@ -1,0 +1,81 @@
+"""`serve run serve_config.yaml` exactly as a user starts it, on the packaged MiniLM artifact."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from tests.conftest import ROOT, free_port, make_artifact
+
+pytestmark = pytest.mark.slow
+SERVE = Path(sys.executable).parent / "serve"
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 180) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if proc.poll() is not None:
+            raise AssertionError(f"serve run exited with {proc.returncode}")
+        try:
+            if requests.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return time.monotonic() - started
+        except requests.RequestException:  # not listening yet, or still deploying
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"not ready after {timeout}s")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("e2e")
+    artifact = make_artifact(tmp / "minilm", max_length=64)  # the packaged weights, an untrained head
+    config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
+    port = free_port()
+    config["http_options"]["port"] = port
+    config["applications"][0]["args"]["model"] = str(artifact)
+    path = tmp / "serve_config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    # Loopback only: without this, Ray binds its services to the machine's interface address.
+    env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
+    log = open(tmp / "serve.log", "w")
+    proc = subprocess.Popen([str(SERVE), "run", str(path)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, proc)
+        yield url, env
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)  # serve run shuts the app and its Ray down on Ctrl-C
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+def test_serve_run_answers_over_http(served):
+    url, _ = served
+    body = requests.post(f"{url}/v1/classify", json={"texts": ["A triumph.", "Dull and far too long."], "top_k": None},
+                         timeout=30).json()
+    assert [len(p["scores"]) for p in body["predictions"]] == [2, 2]
+    assert {p["label"] for p in body["predictions"]} <= {"negative", "positive"}
+    info = requests.get(f"{url}/v1/model", timeout=10).json()
+    assert info["base_model"] == "all-MiniLM-L6-v2" and info["max_length"] == 64
+
+
+def test_serve_status_shows_every_deployment_healthy(served):
+    _, env = served
+    # The local cluster requires its token on the dashboard API (~/.ray/auth_token); the client
+    # sends it only when told to.
+    env = dict(env, RAY_AUTH_MODE="token")
+    out = subprocess.run([str(SERVE), "status", "-a", "http://127.0.0.1:8265"],
+                         capture_output=True, text=True, timeout=60, env=env, check=True).stdout
+    status = yaml.safe_load(out)["applications"]["classifier"]
+    assert status["status"] == "RUNNING"
+    assert {name: d["status"] for name, d in status["deployments"].items()} == {
+        "Ingress": "HEALTHY", "Tokenizer": "HEALTHY", "Classifier": "HEALTHY", "Postprocessor": "HEALTHY"}

@@ -1,0 +1,48 @@
+"""Real Ray Train runs (2 workers, tiny preset) on a local Ray cluster bound to loopback."""
+import json
+
+import pytest
+import ray
+
+from train.artifact import read_info
+from train.config import load_config
+from train.evaluate import evaluate
+from train.run import fit
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_cluster():
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def first_run(sentiment_csv, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    cfg = load_config("tiny", {"data": str(sentiment_csv), "epochs": 3})
+    return cfg, out, fit(cfg, out, run_name="run-a")
+
+
+def test_two_workers_train_a_model_that_learns(first_run, sentiment_csv, tmp_path):
+    cfg, out, (path, version, summary) = first_run
+    assert cfg.num_workers == 2
+    info = read_info(path)
+    assert info.version == version and info.labels == ["negative", "positive"]
+    assert summary["n_train"] == 180 and summary["n_val"] == 20
+    # The fixture is separable by its adjectives; chance is 0.5.
+    assert summary["validation"]["accuracy"] >= 0.9
+    assert evaluate(str(path), str(sentiment_csv), "text", "label", str(tmp_path))["accuracy"] >= 0.9
+    saved = json.loads((path / "training_config.json").read_text())
+    assert saved["num_workers"] == 2 and saved["labels"] == ["negative", "positive"]
+
+
+def test_a_run_resumes_from_its_last_checkpoint(first_run):
+    cfg, out, (_, _, summary) = first_run
+    assert summary["start_epoch"] == 0
+    longer = cfg.model_copy(update={"epochs": 5})
+    _, _, resumed = fit(longer, out, run_name="run-a")
+    # Epochs 1-3 came from the checkpoint; only 4 and 5 ran.
+    assert resumed["start_epoch"] == 3
