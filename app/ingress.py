@@ -1,7 +1,7 @@
 """HTTP ingress: validate at the edge, coalesce concurrent requests, call each stage once per batch.
 
 Every Serve hop costs milliseconds of CPU, so the graph is called per coalesced batch of requests,
-not per request: `@serve.batch` gathers the texts of concurrent requests, the tokenizer, model and
+not per request: a Coalescer (app/batching.py) gathers the texts of concurrent requests, the tokenizer, model and
 postprocessor each see one call, and results are split back in input order.
 """
 
@@ -18,6 +18,7 @@ from ray.exceptions import RayActorError
 
 from app import errors
 from app.artifact_source import local_artifact
+from app.batching import Coalescer
 from app.config import AppArgs, IngressConfig
 from app.errors import InvalidJSON, NotReady, Overloaded, PayloadTooLarge, ValidationFailed
 from app.schemas import ClassifyRequest, ClassifyResponse, ErrorBody, ModelInfo
@@ -54,18 +55,19 @@ class Ingress:
         self.requests = metrics.Counter("classifier_requests", "Classify requests by status", tag_keys=("status",))
         self.coalesced = metrics.Histogram("classifier_coalesced_requests", "Requests per graph call",
                                            boundaries=[1, 2, 4, 8, 16, 32, 64, 128])
-        self._apply(IngressConfig())
+        config = IngressConfig()
+        self.coalescer = Coalescer(self._classify_batch, lambda job: len(job.texts), config.max_batch_texts,
+                                   config.batch_wait_timeout_s, config.max_concurrent_batches)
+        self._apply(config)
 
     def reconfigure(self, user_config: dict) -> None:
         self._apply(IngressConfig.read(user_config, "Ingress user_config"))
 
     def _apply(self, config: IngressConfig) -> None:
         self.config = config
-        self._classify_batch.set_max_batch_size(config.max_batch_texts)
-        self._classify_batch.set_batch_wait_timeout_s(config.batch_wait_timeout_s)
+        self.coalescer.configure(config.max_batch_texts, config.batch_wait_timeout_s, config.max_concurrent_batches)
 
     # ----- the graph, once per coalesced batch -----
-    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005, batch_size_fn=lambda jobs: sum(len(j.texts) for j in jobs))
     async def _classify_batch(self, jobs: list[Job]) -> list[list[dict] | Exception]:
         texts = [t for job in jobs for t in job.texts]
         enc = await self.tokenizer.encode.remote(texts)
@@ -98,7 +100,7 @@ class Ingress:
         size = self.config.max_batch_texts
         parts = [Job(job.texts[i: i + size], job.top_k, job.truncate) for i in range(0, len(job.texts), size)]
         try:
-            results = await asyncio.gather(*(self._classify_batch(p) for p in parts))
+            results = await asyncio.gather(*(self.coalescer.submit(p) for p in parts))
         except BackPressureError:
             raise Overloaded("the model is at capacity; retry shortly") from None
         except (RayActorError, RayServeException) as err:
