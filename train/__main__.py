@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
 from train.artifact import ArtifactError
 from train.config import ConfigError, load_config
@@ -37,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.resume:
-            cfg, run_name = resume_config(Path(args.output))
+            cfg, run_name = resume_config(args.output)
         else:
             overrides = {
                 "data": args.data, "val_data": args.val_data, "text_column": args.text_column,

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 import time
 from pathlib import Path
 
+from train import storage
 from train.artifact import export
 from train.config import TrainConfig, parse_config
 from train.data import load_data
@@ -14,23 +16,20 @@ log = logging.getLogger("train")
 MODEL_DIR, RUNS_DIR = "model", "ray_train"  # inside --output: the artifact, and Ray Train's run storage
 
 
-def latest_run(output: Path) -> str | None:
-    runs = sorted(p.name for p in (output / RUNS_DIR).glob("run-*") if (p / "train_config.json").exists())
-    return runs[-1] if runs else None
+def resume_config(output: str) -> tuple[TrainConfig, str]:
+    """The saved config and name of the latest run under OUTPUT, to continue it."""
+    runs = [name for name in storage.list_dirs(storage.join(output, RUNS_DIR)) if name.startswith("run-")]
+    if not runs:
+        raise FileNotFoundError(f"{storage.join(output, RUNS_DIR)}: no run to resume")
+    saved = storage.join(output, RUNS_DIR, runs[-1], "train_config.json")
+    return parse_config(json.loads(storage.read_bytes(saved)), source=saved), runs[-1]
 
 
-def resume_config(output: Path) -> tuple[TrainConfig, str]:
-    name = latest_run(output)
-    if name is None:
-        raise FileNotFoundError(f"{output / RUNS_DIR}: no run to resume")
-    saved = json.loads((output / RUNS_DIR / name / "train_config.json").read_text())
-    return parse_config(saved, source=f"{output / RUNS_DIR / name}/train_config.json"), name
+def fit(cfg: TrainConfig, output: str | Path, run_name: str | None = None) -> tuple[str, str, dict]:
+    """Train with Ray Train and export the best checkpoint to OUTPUT/model; return (location, version, metrics).
 
-
-def fit(cfg: TrainConfig, output: str | Path, run_name: str | None = None) -> tuple[Path, str, dict]:
-    """Train with Ray Train and export the best checkpoint to OUTPUT/model; return (path, version, metrics).
-
-    A run_name that exists under OUTPUT/ray_train resumes that run from its last checkpoint.
+    OUTPUT is a local directory or a storage URI (s3://, gs://). A run_name that exists under
+    OUTPUT/ray_train resumes that run from its last checkpoint.
     """
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -38,11 +37,9 @@ def fit(cfg: TrainConfig, output: str | Path, run_name: str | None = None) -> tu
 
     from train.loop import train_func
 
-    output = Path(output).resolve()
+    output = str(output) if storage.is_uri(str(output)) else str(Path(output).resolve())
     run_name = run_name or time.strftime("run-%Y%m%d-%H%M%S")
-    run_dir = output / RUNS_DIR / run_name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "train_config.json").write_text(cfg.model_dump_json(indent=2))
+    storage.write_text(storage.join(output, RUNS_DIR, run_name, "train_config.json"), cfg.model_dump_json(indent=2))
 
     from ray.data import DataContext
     from transformers.utils import logging as hf_logging
@@ -63,7 +60,7 @@ def fit(cfg: TrainConfig, output: str | Path, run_name: str | None = None) -> tu
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
             name=run_name,
-            storage_path=str(output / RUNS_DIR),
+            storage_path=storage.join(output, RUNS_DIR),
             checkpoint_config=CheckpointConfig(
                 num_to_keep=cfg.keep_checkpoints,
                 checkpoint_score_attribute="val_macro_f1",
@@ -88,8 +85,14 @@ def fit(cfg: TrainConfig, output: str | Path, run_name: str | None = None) -> tu
             "start_epoch": result.metrics["start_epoch"] if result.metrics else cfg.epochs,
         }
         resolved = cfg.model_dump() | {"labels": data.labels, "run": run_name}
-        version = export(model, tokenizer, output / MODEL_DIR, resolved, summary)
-    return output / MODEL_DIR, version, summary
+        target = storage.join(output, MODEL_DIR)
+        if storage.is_uri(target):
+            with tempfile.TemporaryDirectory() as tmp:
+                version = export(model, tokenizer, Path(tmp) / MODEL_DIR, resolved, summary)
+                storage.upload_dir(Path(tmp) / MODEL_DIR, target)
+        else:
+            version = export(model, tokenizer, target, resolved, summary)
+    return target, version, summary
 
 
 def _load_checkpoint(directory):

@@ -1,5 +1,6 @@
 """Real Ray Train runs (2 workers, tiny preset) on a local Ray cluster bound to loopback."""
 import json
+from pathlib import Path
 
 import pytest
 import ray
@@ -34,8 +35,8 @@ def test_two_workers_train_a_model_that_learns(first_run, sentiment_csv, tmp_pat
     assert summary["n_train"] == 180 and summary["n_val"] == 20
     # The fixture is separable by its adjectives; chance is 0.5.
     assert summary["validation"]["accuracy"] >= 0.9
-    assert evaluate(str(path), str(sentiment_csv), "text", "label", str(tmp_path))["accuracy"] >= 0.9
-    saved = json.loads((path / "training_config.json").read_text())
+    assert evaluate(path, str(sentiment_csv), "text", "label", str(tmp_path))["accuracy"] >= 0.9
+    saved = json.loads((Path(path) / "training_config.json").read_text())
     assert saved["num_workers"] == 2 and saved["labels"] == ["negative", "positive"]
 
 
