@@ -12,7 +12,7 @@ import json
 import os
 from pathlib import Path
 
-from train.artifact import MANIFEST
+from train.artifact import MANIFEST, SIGNATURE
 from train.storage import download_files, is_uri, join, read_bytes
 
 CACHE_ENV = "MODEL_CACHE_DIR"
@@ -26,5 +26,10 @@ def local_artifact(location: str) -> Path:
     target = cache / hashlib.sha256(raw).hexdigest()[:32]
     if not (target / MANIFEST).exists():
         names = sorted(json.loads(raw)["files"]) + [MANIFEST]
+        try:
+            read_bytes(join(location, SIGNATURE))
+            names.append(SIGNATURE)
+        except (FileNotFoundError, OSError):
+            pass  # unsigned: refused later if a signing key is configured
         download_files(location, names, target)
     return target

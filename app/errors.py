@@ -24,6 +24,22 @@ class InvalidJSON(ApiError):
     status, type = 400, "invalid_json"
 
 
+class Unauthorized(ApiError):
+    status, type = 401, "unauthorized"
+
+
+class Forbidden(ApiError):
+    status, type = 403, "forbidden"
+
+
+class RateLimited(ApiError):
+    status, type, retry_after = 429, "rate_limited", 1
+
+    def __init__(self, message: str, retry_after: int = 1):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class NotFound(ApiError):
     status, type = 404, "not_found"
 
@@ -55,7 +71,9 @@ STATUS_TABLE = {cls.type: cls.status for cls in ApiError.__subclasses__()} | {Ap
 
 
 def error_response(err: ApiError) -> JSONResponse:
-    headers = {"Retry-After": str(err.retry_after)} if err.retry_after else None
+    headers = {"Retry-After": str(err.retry_after)} if err.retry_after else {}
+    if err.status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
     return JSONResponse({"error": {"type": err.type, "message": err.message}}, status_code=err.status, headers=headers)
 
 

@@ -1,33 +1,42 @@
-"""HTTP ingress: validate at the edge, coalesce concurrent requests, call each stage once per batch.
+"""HTTP ingress: authenticate and validate at the edge, coalesce concurrent requests, call each
+stage once per batch.
 
 Every Serve hop costs milliseconds of CPU, so the graph is called per coalesced batch of requests,
-not per request: a Coalescer (app/batching.py) gathers the texts of concurrent requests, the tokenizer, model and
-postprocessor each see one call, and results are split back in input order.
+not per request: a Coalescer (app/batching.py) gathers the texts of concurrent requests, the
+tokenizer, model and postprocessor each see one call, and results are split back in input order.
 """
 
 import asyncio
 import json
 import logging
+import random
 from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
 from ray import serve
+from ray.exceptions import RayActorError
 from ray.serve import metrics
 from ray.serve.exceptions import BackPressureError, RayServeException
-from ray.exceptions import RayActorError
 
 from app import errors
 from app.artifact_source import local_artifact
 from app.batching import Coalescer
 from app.config import AppArgs, IngressConfig
-from app.errors import InvalidJSON, NotReady, Overloaded, PayloadTooLarge, ValidationFailed
+from app.errors import (
+    Forbidden, InvalidJSON, NotReady, Overloaded, PayloadTooLarge, RateLimited, Unauthorized, ValidationFailed,
+)
+from app.keys import KeyStore
+from app.limits import TokenBuckets, retry_after
+from app.redact import redact
 from app.schemas import ClassifyRequest, ClassifyResponse, ErrorBody, ModelInfo
 from train.artifact import read_info
 
 log = logging.getLogger("ray.serve")
-api = FastAPI(title="ray-text-classifier", version="1", description=__doc__)
+# /docs and /openapi.json are served by routes below, behind the same keys as the API.
+api = FastAPI(title="ray-text-classifier", version="1", description=__doc__, docs_url=None, openapi_url=None)
 errors.install(api)
-ERROR_RESPONSES = {code: {"model": ErrorBody} for code in (400, 413, 422, 503)}
+ERROR_RESPONSES = {code: {"model": ErrorBody} for code in (400, 401, 403, 413, 422, 429, 503)}
 READY_TIMEOUT_S = 5.0
 
 
@@ -51,7 +60,12 @@ class Ingress:
         self.args = AppArgs.read(args, "application args")
         self.info = read_info(local_artifact(self.args.model))
         self.tokenizer, self.classifier, self.postprocessor = tokenizer, classifier, postprocessor
-        self.stats = {"requests": 0, "batches": 0, "texts": 0}
+        self.keys = KeyStore(self.args.api_keys_file) if self.args.api_keys_file else None
+        if self.keys is None:
+            log.warning("api_keys_file is not set: the API is open to anyone who can reach it")
+        self.buckets = TokenBuckets(self.args.rate_limit_per_s, self.args.rate_limit_burst)
+        self.in_flight = 0
+        self.stats = {"requests": 0, "batches": 0, "texts": 0, "retries": 0}
         self.requests = metrics.Counter("classifier_requests", "Classify requests by status", tag_keys=("status",))
         self.coalesced = metrics.Histogram("classifier_coalesced_requests", "Requests per graph call",
                                            boundaries=[1, 2, 4, 8, 16, 32, 64, 128])
@@ -67,14 +81,38 @@ class Ingress:
         self.config = config
         self.coalescer.configure(config.max_batch_texts, config.batch_wait_timeout_s, config.max_concurrent_batches)
 
+    # ----- protection -----
+    def _authorize(self, request: Request, scope: str) -> None:
+        if self.keys is None:
+            return
+        scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+        key = self.keys.lookup(presented.strip()) if scheme.lower() == "bearer" and presented else None
+        if key is None:  # one message for absent, unknown and revoked keys
+            raise Unauthorized("a valid API key is required (Authorization: Bearer <key>)")
+        if scope not in key.scopes:
+            raise Forbidden(f"this key lacks the {scope!r} scope")
+        wait = self.buckets.take(key.name, key.rate, key.burst)
+        if wait:
+            raise RateLimited("rate limit exceeded for this key", retry_after(wait))
+
     # ----- the graph, once per coalesced batch -----
-    async def _classify_batch(self, jobs: list[Job]) -> list[list[dict] | Exception]:
-        texts = [t for job in jobs for t in job.texts]
+    async def _graph(self, texts: list[str], top_k: list):
         enc = await self.tokenizer.encode.remote(texts)
         # The model response feeds the postprocessor directly: logits never come back here.
         logits = self.classifier.forward.remote({"ids": enc["ids"], "lengths": enc["lengths"]})
+        return enc, await self.postprocessor.run.remote(logits, top_k)
+
+    async def _classify_batch(self, jobs: list[Job]) -> list:
+        texts = [t for job in jobs for t in job.texts]
         top_k = [job.top_k for job in jobs for _ in job.texts]
-        preds = await self.postprocessor.run.remote(logits, top_k)
+        try:
+            enc, preds = await self._graph(texts, top_k)
+        except RayActorError as err:
+            # Classification is idempotent: one retry lands on a live replica while Serve replaces
+            # the dead one, so a replica lost under load costs clients nothing.
+            log.warning("a stage replica died (%s); retrying the batch once", type(err).__name__)
+            self.stats["retries"] += 1
+            enc, preds = await self._graph(texts, top_k)
         self.stats["batches"] += 1
         self.stats["texts"] += len(texts)
         self.coalesced.observe(len(jobs))
@@ -109,7 +147,11 @@ class Ingress:
         for result in results:
             if isinstance(result, Exception):
                 raise result
-        return [p for result in results for p in result]
+        preds = [p for result in results for p in result]
+        tokens = sum(p["tokens"] for p in preds)
+        if tokens > self.args.max_request_tokens:
+            raise PayloadTooLarge(f"the texts hold {tokens} tokens; a request may hold at most {self.args.max_request_tokens}")
+        return preds
 
     async def _read_body(self, request: Request) -> ClassifyRequest:
         limit = self.args.max_body_bytes
@@ -129,14 +171,16 @@ class Ingress:
             raise PayloadTooLarge(f"`texts` may hold at most {self.args.max_items} items; got {len(data['texts'])}")
         try:
             parsed = ClassifyRequest.model_validate(data)
-        except ValueError as err:
-            raise ValidationFailed(_validation_message(err)) from None
+        except (ValueError, RecursionError) as err:
+            raise ValidationFailed(_validation_message(err) if hasattr(err, "errors") else "the body is nested too deeply") from None
         for i, text in enumerate(parsed.items):
             field = "text" if parsed.text is not None else f"texts[{i}]"
             if not text.strip():
                 raise ValidationFailed(f"{field} is empty")
             if len(text) > self.args.max_text_chars:
                 raise PayloadTooLarge(f"{field} may hold at most {self.args.max_text_chars} characters; got {len(text)}")
+            if "\x00" in text:
+                raise ValidationFailed(f"{field} holds a NUL character")
         return parsed
 
     # ----- routes -----
@@ -150,8 +194,17 @@ class Ingress:
     async def classify(self, request: Request) -> dict:
         self.stats["requests"] += 1
         try:
-            body = await self._read_body(request)
-            preds = await self._classify(Job(body.items, body.top_k, body.truncate))
+            self._authorize(request, "classify")
+            if self.in_flight >= self.args.max_in_flight:
+                raise Overloaded(f"this replica holds {self.in_flight} requests; retry shortly")
+            self.in_flight += 1
+            try:
+                body = await self._read_body(request)
+                if self.args.request_log_sample_rate and random.random() < self.args.request_log_sample_rate:
+                    log.info("sampled request (masked): %s", [redact(t[:500]) for t in body.items])
+                preds = await self._classify(Job(body.items, body.top_k, body.truncate))
+            finally:
+                self.in_flight -= 1
         except errors.ApiError as err:
             self.requests.inc(tags={"status": str(err.status)})
             raise
@@ -162,18 +215,30 @@ class Ingress:
             "usage": {"tokens": sum(p["tokens"] for p in preds)},
         }
 
-    @api.get("/v1/model", response_model=ModelInfo)
-    async def model_info(self) -> dict:
+    @api.get("/v1/model", response_model=ModelInfo, responses=ERROR_RESPONSES)
+    async def model_info(self, request: Request) -> dict:
+        self._authorize(request, "admin")
         return {
             "name": self.args.name, "version": self.info.version[:16], "labels": self.info.labels,
             "multi_label": self.info.multi_label, "max_length": self.info.max_length,
             "base_model": self.info.base_model, "metrics": self.info.metrics,
         }
 
-    @api.get("/v1/stats")
-    async def stats(self) -> dict:
+    @api.get("/v1/stats", responses=ERROR_RESPONSES)
+    async def stats(self, request: Request) -> dict:
         """Counters of this ingress replica and one classifier replica: shows how requests coalesce."""
+        self._authorize(request, "admin")
         return {"ingress": dict(self.stats), "classifier": await self.classifier.get_stats.remote()}
+
+    @api.get("/openapi.json", include_in_schema=False)
+    async def openapi(self, request: Request) -> dict:
+        self._authorize(request, "classify")
+        return api.openapi()
+
+    @api.get("/docs", include_in_schema=False)
+    async def docs(self, request: Request):
+        self._authorize(request, "classify")
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=api.title)
 
     @api.get("/healthz")
     async def healthz(self) -> dict:

@@ -32,8 +32,12 @@ GPU_OVERRIDES = {
     },
     "Postprocessor": {"autoscaling_config": {"max_replicas": 8}},
 }
-# The model comes from shared storage (the RayJob's output), copied once per node.
-K8S_ARGS = {"model": "s3://ray-text-classifier-models/reviews/model"}
+# The model comes from shared storage (the RayJob's output), copied once per node; API keys come
+# from the classifier-api-keys Secret mounted into the pods that run the ingress (auth on).
+K8S_ARGS = {
+    "model": "s3://ray-text-classifier-models/reviews/model",
+    "api_keys_file": "/etc/ray-text-classifier/keys.json",
+}
 K8S_TOP_LEVEL = ("applications", "logging_config")  # KubeRay owns the proxy's host and port
 
 HEADER = (

@@ -1,10 +1,15 @@
 """Shared fixtures: small data files, a tiny random-BERT artifact built offline, free ports."""
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
 import pytest
+
+# Keep every Ray cluster the tests start on loopback: with this, Ray uses 127.0.0.1 as the node
+# address instead of the machine's interface address. Read when ray is first imported.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ROOT = Path(__file__).parent.parent

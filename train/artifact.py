@@ -8,6 +8,7 @@ through this module only.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 import shutil
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 MANIFEST = "manifest.json"
+SIGNATURE = "manifest.sig"  # HMAC-SHA256 of manifest.json, when a signing key is configured
+SIGNING_KEY_ENV = "MODEL_SIGNING_KEY"
 WEIGHTS = "model.safetensors"
 FORMAT = "ray-text-classifier/1"
 # Weight formats that unpickle (run code) on load; never accepted, even when listed in the manifest.
@@ -49,7 +52,29 @@ def sha256_file(path: Path) -> str:
 
 
 def _listing(root: Path) -> list[str]:
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != MANIFEST)
+    return sorted(
+        p.relative_to(root).as_posix() for p in root.rglob("*")
+        if p.is_file() and p.relative_to(root).as_posix() not in (MANIFEST, SIGNATURE)
+    )
+
+
+def signing_key() -> bytes | None:
+    """The HMAC key from the environment (a Kubernetes Secret): training signs, serving insists."""
+    value = os.environ.get(SIGNING_KEY_ENV)
+    return value.encode() if value else None
+
+
+def _signature(key: bytes, manifest: bytes) -> str:
+    return hmac.new(key, manifest, hashlib.sha256).hexdigest()
+
+
+def _check_signature(root: Path, raw: bytes, key: bytes) -> None:
+    try:
+        given = (root / SIGNATURE).read_text().strip()
+    except FileNotFoundError:
+        raise ArtifactError(f"{root}: unsigned artifact refused ({SIGNING_KEY_ENV} is set)") from None
+    if not hmac.compare_digest(given, _signature(key, raw)):
+        raise ArtifactError(f"{root}/{SIGNATURE}: signature does not match (another key, or a changed manifest)")
 
 
 def write_manifest(root: Path) -> dict[str, Any]:
@@ -59,7 +84,8 @@ def write_manifest(root: Path) -> dict[str, Any]:
 
 
 def verify(root: str | Path) -> str:
-    """Check every file against the manifest; return the artifact version (the manifest's sha256)."""
+    """Check every file against the manifest, and its signature when a signing key is configured;
+    return the artifact version (the manifest's sha256)."""
     root = Path(root)
     if not root.is_dir():
         raise ArtifactError(f"{root}: model directory does not exist")
@@ -73,6 +99,9 @@ def verify(root: str | Path) -> str:
         raise ArtifactError(f"{root}/{MANIFEST}: not a valid manifest") from None
     if manifest.get("format") != FORMAT:
         raise ArtifactError(f"{root}/{MANIFEST}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+    key = signing_key()
+    if key:
+        _check_signature(root, raw, key)
     present = set(_listing(root))
     for name in sorted(present | set(listed)):
         if Path(name).suffix.lower() in PICKLE_SUFFIXES:
@@ -138,6 +167,9 @@ def export(model, tokenizer, out_dir: str | Path, training_config: dict, metrics
         (staging / "training_config.json").write_text(json.dumps(training_config, indent=2, sort_keys=True) + "\n")
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         write_manifest(staging)
+        key = signing_key()
+        if key:
+            (staging / SIGNATURE).write_text(_signature(key, (staging / MANIFEST).read_bytes()) + "\n")
         version = verify(staging)
         if out_dir.exists():
             shutil.rmtree(out_dir)

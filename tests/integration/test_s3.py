@@ -41,7 +41,7 @@ def s3(tmp_path_factory):
                 break
             except Exception:  # noqa: BLE001 - the server is still starting
                 time.sleep(0.1)
-        ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", configure_logging=False)
+        ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", configure_logging=False, log_to_driver=False)
         yield boto3.client("s3")
     finally:
         if ray.is_initialized():

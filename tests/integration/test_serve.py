@@ -18,7 +18,7 @@ LIMITS = {"max_items": 8, "max_text_chars": 500, "max_body_bytes": 4096}
 
 @pytest.fixture(scope="module")
 def url(tiny_artifact):
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", configure_logging=False)
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", configure_logging=False, log_to_driver=False)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     args = AppArgs(model=str(tiny_artifact), name="tiny", **LIMITS)

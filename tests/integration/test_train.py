@@ -1,21 +1,29 @@
 """Real Ray Train runs (2 workers, tiny preset) on a local Ray cluster bound to loopback."""
 import json
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 import pytest
 import ray
+from ray.util.state import list_actors
 
 from train.artifact import read_info
 from train.config import load_config
 from train.evaluate import evaluate
 from train.run import fit
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module", autouse=True)
 def ray_cluster():
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", configure_logging=False)
+    # The dashboard serves the state API that finds a training worker's PID for the fault test.
+    ray.init(num_cpus=2, include_dashboard=True, dashboard_port=free_port(), _node_ip_address="127.0.0.1",
+             configure_logging=False, log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -47,3 +55,25 @@ def test_a_run_resumes_from_its_last_checkpoint(first_run):
     _, _, resumed = fit(longer, out, run_name="run-a")
     # Epochs 1-3 came from the checkpoint; only 4 and 5 ran.
     assert resumed["start_epoch"] == 3
+
+
+def test_a_killed_worker_resumes_from_the_last_checkpoint(sentiment_csv, tmp_path):
+    cfg = load_config("tiny", {"data": str(sentiment_csv), "epochs": 25, "max_failures": 2})
+    result = {}
+    runner = threading.Thread(target=lambda: result.update(zip(("path", "version", "summary"),
+                                                                fit(cfg, tmp_path, run_name="run-f"))))
+    runner.start()
+    run_dir = tmp_path / "ray_train" / "run-f"
+    deadline = time.monotonic() + 120
+    # Kill once a checkpoint is surely registered: a second one is being written after it.
+    while len(list(run_dir.glob("checkpoint_*"))) < 2:
+        assert time.monotonic() < deadline and runner.is_alive(), "no checkpoint appeared"
+        time.sleep(0.2)
+    workers = [a for a in list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])]
+    assert len(workers) == 2
+    os.kill(workers[1]["pid"], signal.SIGKILL)
+    runner.join(300)
+    assert not runner.is_alive() and result, "the run did not finish after the worker was killed"
+    # The restarted worker group began after the checkpointed epoch, not from scratch.
+    assert result["summary"]["start_epoch"] >= 1
+    assert result["summary"]["validation"]["accuracy"] >= 0.9

@@ -67,6 +67,11 @@ def test_service_graph_imports_and_asks_for_gpus():
     deployments = {d["name"]: d for d in app["deployments"]}
     assert deployments["Classifier"]["ray_actor_options"]["num_gpus"] == 1
     assert app["args"]["model"].startswith("s3://")
+    # Auth is on in the cluster: the keys file is mounted from a Secret where the ingress runs.
+    keys_dir = app["args"]["api_keys_file"].rsplit("/", 1)[0]
+    mounts = [m["mountPath"] for g in cluster_spec(service)["workerGroupSpecs"]
+              for c in g["template"]["spec"]["containers"] for m in c.get("volumeMounts", [])]
+    assert keys_dir in mounts
     assert yaml.safe_load(GPU_CONFIG.read_text())["applications"][0]["deployments"] == app["deployments"]
     spec = cluster_spec(service)
     assert spec["enableInTreeAutoscaling"] is True

@@ -1,0 +1,146 @@
+"""API keys: a keys file holding salted hashes only, and the CLI that manages it.
+
+    python -m app.keys create --name NAME --scopes classify[,admin] --file KEYS_FILE [--rate 20 --burst 40]
+    python -m app.keys list --file KEYS_FILE
+    python -m app.keys revoke NAME --file KEYS_FILE
+
+`create` prints the new key once; the file keeps sha256(salt + key) and the scopes. Keys are 256
+random bits, so a fast salted hash is enough (no password stretching needed). Lookup compares the
+presented key against every entry with hmac.compare_digest, so the time taken does not depend on
+which key, if any, matched. The ingress re-reads the file when it changes: revocation needs no restart.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+SCOPES = ("classify", "admin")
+PREFIX = "rtc_"
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str
+    scopes: frozenset[str]
+    rate: float | None  # requests per second; None: the application default
+    burst: int | None
+
+
+def _digest(salt: str, key: str) -> str:
+    return hashlib.sha256(bytes.fromhex(salt) + key.encode()).hexdigest()
+
+
+def read_file(path: Path) -> dict:
+    if not path.exists():
+        return {"keys": []}
+    data = json.loads(path.read_text())
+    if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
+        raise ValueError(f"{path}: not a keys file (expected {{\"keys\": [...]}})")
+    return data
+
+
+def _write_file(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=2)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)  # readers see the old file or the new one, never half of it
+
+
+def create(path: Path, name: str, scopes: list[str], rate: float | None = None, burst: int | None = None) -> str:
+    unknown = sorted(set(scopes) - set(SCOPES))
+    if unknown or not scopes:
+        raise ValueError(f"scopes must be a non-empty subset of {list(SCOPES)}; got {scopes}")
+    data = read_file(path)
+    if any(entry["name"] == name for entry in data["keys"]):
+        raise ValueError(f"a key named {name!r} exists already; revoke it or choose another name")
+    key, salt = PREFIX + secrets.token_urlsafe(32), secrets.token_hex(16)
+    data["keys"].append({
+        "name": name, "salt": salt, "sha256": _digest(salt, key), "scopes": sorted(set(scopes)),
+        "rate": rate, "burst": burst, "created": int(time.time()), "revoked": False,
+    })
+    _write_file(path, data)
+    return key
+
+
+def revoke(path: Path, name: str) -> None:
+    data = read_file(path)
+    matches = [entry for entry in data["keys"] if entry["name"] == name]
+    if not matches:
+        raise ValueError(f"no key named {name!r} in {path}")
+    for entry in matches:
+        entry["revoked"] = True
+    _write_file(path, data)
+
+
+class KeyStore:
+    """The keys file as the ingress sees it, re-read when its modification time changes."""
+
+    def __init__(self, path: str, check_every_s: float = 1.0):
+        self.path, self.check_every_s = Path(path), check_every_s
+        self._entries: list[dict] = []
+        self._stamp: tuple | None = None
+        self._checked = 0.0
+        self._reload()
+
+    def _reload(self) -> None:
+        stat = self.path.stat()  # a missing keys file fails start-up rather than opening the service
+        stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+        if stamp != self._stamp:
+            self._entries = [e for e in read_file(self.path)["keys"] if not e.get("revoked")]
+            self._stamp = stamp
+
+    def lookup(self, presented: str) -> Key | None:
+        now = time.monotonic()
+        if now - self._checked >= self.check_every_s:
+            self._checked = now
+            self._reload()
+        found = None
+        for entry in self._entries:  # no early exit: equal work whichever entry matches
+            if hmac.compare_digest(_digest(entry["salt"], presented), entry["sha256"]) and found is None:
+                found = Key(entry["name"], frozenset(entry["scopes"]), entry.get("rate"), entry.get("burst"))
+        return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m app.keys", description="Manage API keys (hashes only are stored).")
+    sub = p.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("create", help="create a key and print it once")
+    c.add_argument("--name", required=True)
+    c.add_argument("--scopes", default="classify", help=f"comma-separated, from {','.join(SCOPES)}")
+    c.add_argument("--rate", type=float, help="requests per second for this key (default: the application's)")
+    c.add_argument("--burst", type=int, help="token-bucket size for this key")
+    c.add_argument("--file", required=True, type=Path)
+    ls = sub.add_parser("list", help="names, scopes and state; never the keys")
+    ls.add_argument("--file", required=True, type=Path)
+    r = sub.add_parser("revoke", help="revoke a key; serving replicas notice within seconds")
+    r.add_argument("name")
+    r.add_argument("--file", required=True, type=Path)
+    args = p.parse_args(argv)
+    try:
+        if args.command == "create":
+            print(create(args.file, args.name, args.scopes.split(","), args.rate, args.burst))  # noqa: T201
+        elif args.command == "list":
+            for entry in read_file(args.file)["keys"]:
+                state = "revoked" if entry.get("revoked") else "active"
+                print(f"{entry['name']}\t{','.join(entry['scopes'])}\t{state}")  # noqa: T201
+        else:
+            revoke(args.file, args.name)
+    except ValueError as err:
+        sys.stderr.write(f"error: {err}\n")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
