@@ -70,8 +70,10 @@ _HTTP_STATUS = {404: NotFound, 405: MethodNotAllowed}
 STATUS_TABLE = {cls.type: cls.status for cls in ApiError.__subclasses__()} | {ApiError.type: ApiError.status}
 
 
-def error_response(err: ApiError) -> JSONResponse:
-    headers = {"Retry-After": str(err.retry_after)} if err.retry_after else {}
+def error_response(err: ApiError, headers: dict | None = None) -> JSONResponse:
+    headers = dict(headers or {})
+    if err.retry_after:
+        headers["Retry-After"] = str(err.retry_after)
     if err.status == 401:
         headers["WWW-Authenticate"] = "Bearer"
     return JSONResponse({"error": {"type": err.type, "message": err.message}}, status_code=err.status, headers=headers)
@@ -85,7 +87,7 @@ async def handle_http_exception(_: Request, err: HTTPException) -> JSONResponse:
     cls = _HTTP_STATUS.get(err.status_code)
     if cls is None:
         return error_response(ApiError(str(err.detail)))
-    return error_response(cls(str(err.detail)))
+    return error_response(cls(str(err.detail)), err.headers)  # 405 keeps its Allow header
 
 
 async def handle_unexpected(_: Request, err: Exception) -> JSONResponse:

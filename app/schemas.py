@@ -1,14 +1,19 @@
 """The v1 HTTP API's request and response shapes (also the OpenAPI document at /docs)."""
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
+
+Text = Annotated[StrictStr, Field(min_length=1)]
 
 
 class ClassifyRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # The one-of rule is in the schema too, so generated clients and fuzzers see it.
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"oneOf": [{"required": ["text"]}, {"required": ["texts"]}]})
 
-    text: StrictStr | None = Field(None, description="One text; give `text` or `texts`")
-    texts: list[StrictStr] | None = Field(None, description="Several texts, answered in input order")
+    text: Text | None = Field(None, description="One text; give `text` or `texts`")
+    texts: list[Text] | None = Field(None, min_length=1, description="Several texts, answered in input order")
     top_k: StrictInt | None = Field(1, ge=1, description="Scores to return per text; null for every label")
     truncate: StrictBool = Field(True, description="Truncate over-long texts (flagged) instead of answering 422")
 

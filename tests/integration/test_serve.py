@@ -75,7 +75,8 @@ def test_long_text_is_truncated_and_flagged_or_refused(url):
     ({"texts": ["x"] * 9}, 413, "payload_too_large", "`texts` may hold at most 8 items; got 9"),
     ({"text": "x" * 501}, 413, "payload_too_large", "text may hold at most 500 characters; got 501"),
     ('{"text": "x"' + " " * 5000 + "}", 413, "payload_too_large", "at most 4096 bytes"),
-    ({"text": ""}, 422, "validation_error", "text is empty"),
+    ({"text": ""}, 422, "validation_error", "text: String should have at least 1 character"),
+    ({"text": "  "}, 422, "validation_error", "text is empty"),
     ({"texts": ["ok", "   "]}, 422, "validation_error", "texts[1] is empty"),
     ({"text": 5}, 422, "validation_error", "text: Input should be a valid string"),
     ({"texts": "abc"}, 422, "validation_error", "texts: Input should be a valid list"),
@@ -92,7 +93,9 @@ def test_bad_input_gets_its_status_and_body(url, body, status, kind, fragment):
 
 def test_unknown_route_and_method(url):
     assert_error(requests.get(f"{url}/v2/nothing", timeout=10), 404, "not_found")
-    assert_error(requests.get(f"{url}/v1/classify", timeout=10), 405, "method_not_allowed")
+    not_allowed = requests.get(f"{url}/v1/classify", timeout=10)
+    assert_error(not_allowed, 405, "method_not_allowed")
+    assert not_allowed.headers["Allow"] == "POST"
 
 
 def test_health_readiness_model_info_and_docs(url, tiny_artifact):
