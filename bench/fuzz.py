@@ -9,14 +9,13 @@ seen, and exits with schemathesis's status. The test suite runs the same with fe
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # Ray on loopback
+from bench.common import start_graph
 
 # Checks left out, and why: positive_data_acceptance expects 2xx for every schema-valid body, but
 # limits set at deploy time (max_items, max_text_chars) and the one-of-text-or-texts rule are
@@ -24,20 +23,8 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # Ray on loopba
 EXCLUDED_CHECKS = ["positive_data_acceptance"]
 
 
-def start(model: str, keys_file: Path):
-    import ray
-    from ray import serve
-
-    from app.builder import compose
-    from app.config import AppArgs
-    from tests.conftest import free_port
-
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(compose(AppArgs(model=model, api_keys_file=str(keys_file), rate_limit_per_s=1e6,
-                              rate_limit_burst=1_000_000)), name="classifier", route_prefix="/")
-    return f"http://127.0.0.1:{port}"
+def start(model: str, keys_file: Path) -> str:
+    return start_graph(model, keys_file, rate_limit_per_s=1e6, rate_limit_burst=1_000_000)
 
 
 def fuzz(url: str, key: str, examples: int, report: Path | None = None) -> subprocess.CompletedProcess:
