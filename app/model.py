@@ -20,17 +20,37 @@ from app.config import ModelConfig
 from train.artifact import load_model, read_info
 
 
-def _rows(enc: dict) -> list[np.ndarray]:
+# A forward pass stops taking longer rows once more than half of it would be padding: mixed
+# short and long texts then run as two passes instead of padding every short one to the longest.
+MAX_PADDING = 0.5
+
+
+def split_rows(enc: dict) -> list[np.ndarray]:
+    """The tokenizer's flat ids cut back into one array per text."""
     return np.split(enc["ids"], np.cumsum(enc["lengths"])[:-1]) if len(enc["lengths"]) else []
 
 
+def pad(rows: list[np.ndarray], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """input_ids and attention_mask for rows, padded to the longest of them."""
+    width = max(len(row) for row in rows)
+    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)], mask[i, : len(row)] = row, 1
+    return ids, mask
+
+
 def plan_chunks(lengths: np.ndarray, max_rows: int, max_tokens: int) -> list[np.ndarray]:
-    """Row indices per forward pass: length-sorted, each pass within max_rows and max_tokens padded."""
+    """Row indices per forward pass: length-sorted, each within max_rows, max_tokens padded and MAX_PADDING."""
     order = np.argsort(lengths, kind="stable")
     chunks, start = [], 0
     while start < len(order):
-        end = start + 1
-        while end < len(order) and end - start < max_rows and (end - start + 1) * lengths[order[end]] <= max_tokens:
+        end, real = start + 1, int(lengths[order[start]])
+        while end < len(order) and end - start < max_rows:
+            width, rows = int(lengths[order[end]]), end - start + 1
+            if rows * width > max_tokens or 1 - (real + width) / (rows * width) > MAX_PADDING:
+                break
+            real += width
             end += 1
         chunks.append(order[start:end])
         start = end
@@ -76,15 +96,10 @@ class Classifier:
             self._logits({"ids": ids, "lengths": np.array([length, length], dtype=np.int32)})
 
     def _logits(self, enc: dict) -> np.ndarray:
-        rows, lengths = _rows(enc), enc["lengths"]
+        rows, lengths = split_rows(enc), enc["lengths"]
         out = None
         for chunk in plan_chunks(lengths, self.config.max_batch_size, self.config.max_batch_tokens):
-            width = int(lengths[chunk].max())
-            ids = np.full((len(chunk), width), self.pad_id, dtype=np.int64)
-            mask = np.zeros((len(chunk), width), dtype=np.int64)
-            for i, row in enumerate(chunk):
-                ids[i, : lengths[row]] = rows[row]
-                mask[i, : lengths[row]] = 1
+            ids, mask = pad([rows[r] for r in chunk], self.pad_id)
             with torch.inference_mode(), self.autocast():
                 logits = self.model(
                     input_ids=torch.from_numpy(ids).to(self.device),

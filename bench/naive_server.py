@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
 import torch
 import uvicorn
 from fastapi import FastAPI
 
+from app.model import pad, split_rows
 from app.postprocess import predictions
 from app.tokenizer import encode
 from train.artifact import load_model, load_tokenizer, read_info
@@ -24,12 +24,7 @@ def build(model_dir: str) -> FastAPI:
     @api.post("/v1/classify")
     def classify(body: dict) -> dict:  # a sync route: FastAPI runs it in its thread pool
         texts = body.get("texts") or [body["text"]]
-        enc = encode(tokenizer, texts, info.max_length)
-        width = int(enc["lengths"].max())
-        ids = np.full((len(texts), width), info.pad_token_id, dtype=np.int64)
-        mask = np.zeros_like(ids)
-        for i, row in enumerate(np.split(enc["ids"], np.cumsum(enc["lengths"])[:-1])):
-            ids[i, : len(row)], mask[i, : len(row)] = row, 1
+        ids, mask = pad(split_rows(encode(tokenizer, texts, info.max_length)), info.pad_token_id)
         with torch.inference_mode():
             logits = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).logits.numpy()
         return {"predictions": predictions(logits, info.labels, [1] * len(texts), info.multi_label)}

@@ -26,6 +26,7 @@ import requests
 import yaml
 
 from bench.common import SST2
+from tests.conftest import wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results"
@@ -64,26 +65,15 @@ def texts(tmp: Path) -> dict[str, Path]:
 
 def wrk(url: str, text_file: Path, batch: int, connections: int, seconds: float) -> dict:
     env = dict(os.environ, TEXTS=str(text_file), BATCH=str(batch))
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(LUA), url],
-                         capture_output=True, text=True, env=env, timeout=seconds + 60).stdout
-    stats = json.loads(re.search(r"^JSON (.*)$", out, re.M).group(1))
+    run = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s", "-s", str(LUA), url],
+                         capture_output=True, text=True, env=env, timeout=seconds + 60)
+    found = re.search(r"^JSON (.*)$", run.stdout, re.M)
+    if not found:
+        raise RuntimeError(f"wrk gave no result for {url}: {run.stdout[-500:]} {run.stderr[-500:]}")
+    stats = json.loads(found.group(1))
     stats["requests_per_s"] = stats["requests"] / stats["duration_s"]
     stats["texts_per_s"] = (stats["requests"] - stats["non2xx"]) * batch / stats["duration_s"]
     return stats
-
-
-def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 300) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            if requests.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return time.monotonic() - started
-        except requests.RequestException:
-            pass
-        time.sleep(0.25)
-    raise RuntimeError(f"{url} not ready after {timeout}s")
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -116,9 +106,9 @@ def start_naive(model: str, tmp: Path) -> tuple[subprocess.Popen, str, Path]:
 
 def in_process_limit(model: str, files: dict[str, Path]) -> dict:
     """tokenize + forward + softmax in this process: the ceiling any server can reach here."""
-    import numpy as np
     import torch
 
+    from app.model import pad, split_rows
     from app.postprocess import softmax
     from app.tokenizer import encode
     from train.artifact import load_model, load_tokenizer, read_info
@@ -134,12 +124,7 @@ def in_process_limit(model: str, files: dict[str, Path]) -> dict:
                 done, started = 0, time.perf_counter()
                 while time.perf_counter() - started < 3:
                     chunk = rows[done % len(rows):][:batch] or rows[:batch]
-                    enc = encode(tok, chunk, info.max_length)
-                    width = int(enc["lengths"].max())
-                    ids = np.full((len(chunk), width), info.pad_token_id, dtype=np.int64)
-                    mask = np.zeros_like(ids)
-                    for i, row in enumerate(np.split(enc["ids"], np.cumsum(enc["lengths"])[:-1])):
-                        ids[i, : len(row)], mask[i, : len(row)] = row, 1
+                    ids, mask = pad(split_rows(encode(tok, chunk, info.max_length)), info.pad_token_id)
                     with torch.inference_mode():
                         softmax(net(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).logits.numpy())
                     done += len(chunk)

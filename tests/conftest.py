@@ -22,6 +22,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_ready(url: str, proc, timeout: float = 300) -> float:
+    """Poll url/readyz until 200 while proc runs; return the seconds it took."""
+    import time
+
+    import requests
+
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            if requests.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return time.monotonic() - started
+        except requests.RequestException:  # not listening yet, or still deploying
+            pass
+        time.sleep(0.25)
+    raise RuntimeError(f"{url} not ready after {timeout}s")
+
+
 def make_artifact(out: Path, base_model: str = "all-MiniLM-L6-v2", random_init: dict | None = None,
                   labels=("negative", "positive"), max_length: int = 32) -> Path:
     """An exported artifact without a training run: base weights (or random ones) and a fresh head."""

@@ -3,31 +3,16 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import requests
 import yaml
 
-from tests.conftest import ROOT, free_port, make_artifact
+from tests.conftest import ROOT, free_port, make_artifact, wait_ready
 
 pytestmark = pytest.mark.slow
 SERVE = Path(sys.executable).parent / "serve"
-
-
-def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 180) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if proc.poll() is not None:
-            raise AssertionError(f"serve run exited with {proc.returncode}")
-        try:
-            if requests.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return time.monotonic() - started
-        except requests.RequestException:  # not listening yet, or still deploying
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"not ready after {timeout}s")
 
 
 @pytest.fixture(scope="module")

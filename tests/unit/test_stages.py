@@ -33,6 +33,12 @@ def test_plan_chunks_sorts_by_length_and_caps_rows_and_tokens():
     assert [lengths[c].tolist() for c in chunks] == [[3, 4], [5, 40], [50], [60]]
 
 
+def test_plan_chunks_keeps_padding_under_half():
+    lengths = np.array([12, 128, 10, 120, 11, 125, 9])
+    chunks = plan_chunks(lengths, max_rows=64, max_tokens=100_000)
+    assert [sorted(lengths[c].tolist()) for c in chunks] == [[9, 10, 11, 12], [120, 125, 128]]
+
+
 def test_single_row_over_the_token_cap_still_runs():
     assert [c.tolist() for c in plan_chunks(np.array([500]), 8, 100)] == [[0]]
 
