@@ -17,8 +17,9 @@ R = TypeVar("R")
 
 class Coalescer(Generic[T, R]):
     def __init__(self, fn: Callable[[list[T]], Awaitable[list[R]]], size: Callable[[T], int],
-                 max_batch_size: int, batch_wait_timeout_s: float, max_concurrent_batches: int = 1):
-        self._fn, self._size = fn, size
+                 max_batch_size: int, batch_wait_timeout_s: float, max_concurrent_batches: int = 1,
+                 observe_wait: Callable[[float], None] | None = None):
+        self._fn, self._size, self._observe_wait = fn, size, observe_wait
         self.max_batch_size, self.batch_wait_timeout_s = max_batch_size, batch_wait_timeout_s
         self.max_concurrent_batches = max_concurrent_batches
         self._queue: asyncio.Queue | None = None
@@ -37,6 +38,7 @@ class Coalescer(Generic[T, R]):
             self._queue, self._slot_freed = asyncio.Queue(), asyncio.Event()
             self._loop_task = asyncio.get_running_loop().create_task(self._loop())
         future = asyncio.get_running_loop().create_future()
+        future.queued_at = asyncio.get_running_loop().time()
         await self._queue.put((item, future))
         return await future  # a cancelled caller (client gone) is skipped when its batch forms
 
@@ -78,6 +80,10 @@ class Coalescer(Generic[T, R]):
                 batch.append(entry)
                 size += self._size(entry[0])
             self._running += 1
+            if self._observe_wait:
+                now = asyncio.get_running_loop().time()
+                for _, future in batch:
+                    self._observe_wait(now - future.queued_at)
             asyncio.get_running_loop().create_task(self._run(batch))
 
     async def _run(self, batch: list[tuple[T, asyncio.Future]]) -> None:

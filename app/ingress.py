@@ -69,9 +69,12 @@ class Ingress:
         self.requests = metrics.Counter("classifier_requests", "Classify requests by status", tag_keys=("status",))
         self.coalesced = metrics.Histogram("classifier_coalesced_requests", "Requests per graph call",
                                            boundaries=[1, 2, 4, 8, 16, 32, 64, 128])
+        queue_wait = metrics.Histogram("classifier_queue_wait_ms", "Time a request waits for its graph call (ms)",
+                                       boundaries=[0.1, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000])
         config = IngressConfig()
         self.coalescer = Coalescer(self._classify_batch, lambda job: len(job.texts), config.max_batch_texts,
-                                   config.batch_wait_timeout_s, config.max_concurrent_batches)
+                                   config.batch_wait_timeout_s, config.max_concurrent_batches,
+                                   observe_wait=lambda s: queue_wait.observe(s * 1000))
         self._apply(config)
 
     def reconfigure(self, user_config: dict) -> None:

@@ -17,8 +17,10 @@ def test_batches_form_from_what_queued_while_the_slot_was_busy():
         await asyncio.sleep(0.05)
         return [i * 10 for i in items]
 
+    waits = []
+
     async def main():
-        c = Coalescer(fn, size=lambda i: 1, max_batch_size=100, batch_wait_timeout_s=0.0)
+        c = Coalescer(fn, size=lambda i: 1, max_batch_size=100, batch_wait_timeout_s=0.0, observe_wait=waits.append)
         first = asyncio.create_task(c.submit(0))
         await asyncio.sleep(0.01)  # the first batch is running now
         rest = await asyncio.gather(*(c.submit(i) for i in range(1, 21)))
@@ -27,6 +29,8 @@ def test_batches_form_from_what_queued_while_the_slot_was_busy():
     first, rest = run(main())
     assert first == 0 and rest == [i * 10 for i in range(1, 21)]
     assert calls == [[0], list(range(1, 21))]
+    # The 20 queued behind the running batch waited for it (about 40 ms); the first did not wait.
+    assert len(waits) == 21 and waits[0] < 0.01 and min(waits[1:]) > 0.02
 
 
 def test_size_cap_and_concurrency_cap():
