@@ -153,8 +153,10 @@ def train_func(loop_config: dict) -> None:
                     seen * world / max(1e-9, time.monotonic() - epoch_started),
                     remaining,
                 )
+        train_seconds = time.monotonic() - epoch_started  # before evaluation: the training loop's own rate
         metrics = {f"val_{k}": v for k, v in evaluate(model, tokenizer, cfg, labels, device, autocast).items()}
-        metrics.update(epoch=epoch + 1, train_loss=loss_sum / max(1, seen), start_epoch=start_epoch)
+        metrics.update(epoch=epoch + 1, train_loss=loss_sum / max(1, seen), start_epoch=start_epoch,
+                       train_samples_per_s=seen * world / max(1e-9, train_seconds))
         if rank == 0:
             log.info(
                 "epoch %d/%d val_loss %.4f val_accuracy %.4f val_macro_f1 %.4f",

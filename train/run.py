@@ -78,6 +78,7 @@ def fit(cfg: TrainConfig, output: str | Path, run_name: str | None = None) -> tu
             "best_epoch": metrics["epoch"],
             "validation": {k[4:]: v for k, v in metrics.items() if k.startswith("val_")},
             "train_loss": metrics["train_loss"],
+            "train_samples_per_s": metrics["train_samples_per_s"],
             "n_train": data.n_train,
             "n_val": data.n_val,
             "dropped_blank": data.dropped_blank,
