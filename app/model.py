@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from contextlib import nullcontext
 
 import numpy as np
 import ray
@@ -18,6 +17,7 @@ from ray.serve import metrics
 from app.artifact_source import local_artifact
 from app.config import ModelConfig
 from train.artifact import load_model, read_info
+from train.model import mixed_precision
 
 
 # A forward pass stops taking longer rows once more than half of it would be padding: mixed
@@ -64,11 +64,7 @@ class Classifier:
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model = load_model(info).to(self.device)
         self.pad_id = info.pad_token_id
-        if self.device.type == "cuda":
-            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-            self.autocast = lambda: torch.autocast("cuda", dtype=dtype)
-        else:
-            self.autocast = nullcontext
+        self.autocast, _ = mixed_precision(self.device)
         self.stats = {"batches": 0, "forwards": 0, "texts": 0, "tokens": 0, "padded_tokens": 0}
         self.batch_texts = metrics.Histogram("classifier_batch_texts", "Texts per merged batch",
                                              boundaries=[1, 2, 4, 8, 16, 32, 64, 128, 256, 512])

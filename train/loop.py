@@ -5,7 +5,6 @@ import logging
 import math
 import tempfile
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -17,20 +16,10 @@ from ray.train import Checkpoint
 from train.config import TrainConfig
 from train.data import LABEL, TEXT
 from train.metrics import confusion, scores
-from train.model import build
+from train.model import build, mixed_precision
 
 log = logging.getLogger("train")
 STATE = "train_state.pt"  # optimizer, scheduler and epoch; the weights travel as safetensors
-
-
-def _autocast(cfg: TrainConfig, device: torch.device):
-    """bf16 where the GPU supports it, else fp16 (with a grad scaler); nothing on CPU."""
-    if device.type != "cuda" or cfg.mixed_precision == "no":
-        return nullcontext, None
-    bf16 = cfg.mixed_precision == "bf16" or (cfg.mixed_precision == "auto" and torch.cuda.is_bf16_supported())
-    dtype = torch.bfloat16 if bf16 else torch.float16
-    scaler = None if bf16 else torch.amp.GradScaler("cuda")
-    return (lambda: torch.autocast("cuda", dtype=dtype)), scaler
 
 
 def _batches(name: str, batch_size: int, seed: int | None = None):
@@ -124,7 +113,8 @@ def train_func(loop_config: dict) -> None:
     total_steps = steps_per_epoch * cfg.epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
     start_epoch = _restore(model, optimizer, scheduler)
-    autocast, scaler = _autocast(cfg, device)
+    autocast, dtype = mixed_precision(device, cfg.mixed_precision)
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None  # fp16 needs loss scaling
 
     started, done_steps = time.monotonic(), 0
     for epoch in range(start_epoch, cfg.epochs):

@@ -16,6 +16,20 @@ def resolve_base(name: str) -> str:
     return str(Path(name).expanduser()) if Path(name).expanduser().exists() else name
 
 
+def mixed_precision(device, mode: str = "auto"):
+    """(autocast context factory, dtype): bf16 where the GPU supports it, else fp16; nothing on CPU.
+    Shared by training and the serving replica, and free of Ray so a bare GPU check can use it."""
+    from contextlib import nullcontext
+
+    import torch
+
+    if device.type != "cuda" or mode == "no":
+        return nullcontext, None
+    bf16 = mode == "bf16" or (mode == "auto" and torch.cuda.is_bf16_supported())
+    dtype = torch.bfloat16 if bf16 else torch.float16
+    return (lambda: torch.autocast("cuda", dtype=dtype)), dtype
+
+
 def build(base_model: str, labels: list[str], random_init: dict | None = None):
     """Return (model, tokenizer). With random_init, the base's architecture (with overrides) gets fresh weights."""
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
