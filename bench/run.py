@@ -84,7 +84,7 @@ def stop(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-def start_graph(model: str, tmp: Path) -> tuple[subprocess.Popen, str, Path]:
+def start_serve_run(model: str, tmp: Path) -> tuple[subprocess.Popen, str, Path]:
     config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
     config["applications"][0]["args"]["model"] = model
     config["applications"][0]["args"]["max_items"] = 1024
@@ -244,7 +244,7 @@ def main() -> None:
         files = texts(tmp)
         results = {"limit": in_process_limit(model, files), "graph": [], "naive": []}
         for _ in range(args.rounds):  # interleaved: each round measures every system once
-            results["graph"].append(run_system("graph", start_graph, model, files, tmp, args.duration))
+            results["graph"].append(run_system("graph", start_serve_run, model, files, tmp, args.duration))
             results["naive"].append(run_system("naive", start_naive, model, files, tmp, args.duration))
     results["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}"
     (OUT / "latest.json").write_text(json.dumps(results, indent=2))
