@@ -1,7 +1,8 @@
 """Classifier replica: token ids -> logits, and nothing else.
 
 Batches from every caller are merged by `@serve.batch`, sorted by length and cut into forward
-passes capped by `max_batch_tokens`, so short texts are not padded to the longest one in the queue.
+passes capped by `max_batch_tokens` (app/compute.py), so short texts are not padded to the longest
+one in the queue.
 """
 from __future__ import annotations
 
@@ -14,47 +15,11 @@ import torch
 from ray import serve
 from ray.serve import metrics
 
+from app import compute
 from app.artifact_source import local_artifact
 from app.config import ModelConfig
 from train.artifact import load_model, read_info
 from train.model import mixed_precision
-
-
-# A forward pass stops taking longer rows once more than half of it would be padding: mixed
-# short and long texts then run as two passes instead of padding every short one to the longest.
-MAX_PADDING = 0.5
-
-
-def split_rows(enc: dict) -> list[np.ndarray]:
-    """The tokenizer's flat ids cut back into one array per text."""
-    return np.split(enc["ids"], np.cumsum(enc["lengths"])[:-1]) if len(enc["lengths"]) else []
-
-
-def pad(rows: list[np.ndarray], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """input_ids and attention_mask for rows, padded to the longest of them."""
-    width = max(len(row) for row in rows)
-    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(rows), width), dtype=np.int64)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)], mask[i, : len(row)] = row, 1
-    return ids, mask
-
-
-def plan_chunks(lengths: np.ndarray, max_rows: int, max_tokens: int) -> list[np.ndarray]:
-    """Row indices per forward pass: length-sorted, each within max_rows, max_tokens padded and MAX_PADDING."""
-    order = np.argsort(lengths, kind="stable")
-    chunks, start = [], 0
-    while start < len(order):
-        end, real = start + 1, int(lengths[order[start]])
-        while end < len(order) and end - start < max_rows:
-            width, rows = int(lengths[order[end]]), end - start + 1
-            if rows * width > max_tokens or 1 - (real + width) / (rows * width) > MAX_PADDING:
-                break
-            real += width
-            end += 1
-        chunks.append(order[start:end])
-        start = end
-    return chunks
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.5})
@@ -92,21 +57,10 @@ class Classifier:
             self._logits({"ids": ids, "lengths": np.array([length, length], dtype=np.int32)})
 
     def _logits(self, enc: dict) -> np.ndarray:
-        rows, lengths = split_rows(enc), enc["lengths"]
-        out = None
-        for chunk in plan_chunks(lengths, self.config.max_batch_size, self.config.max_batch_tokens):
-            ids, mask = pad([rows[r] for r in chunk], self.pad_id)
-            with torch.inference_mode(), self.autocast():
-                logits = self.model(
-                    input_ids=torch.from_numpy(ids).to(self.device),
-                    attention_mask=torch.from_numpy(mask).to(self.device),
-                ).logits
-            logits = logits.float().cpu().numpy()
-            if out is None:
-                out = np.empty((len(lengths), logits.shape[1]), dtype=np.float32)
-            out[chunk] = logits
-            self.stats["forwards"] += 1
-            self.stats["padded_tokens"] += ids.size
+        out, passes = compute.logits(self.model, enc, self.pad_id, self.device, self.autocast,
+                                     self.config.max_batch_size, self.config.max_batch_tokens)
+        self.stats["forwards"] += len(passes)
+        self.stats["padded_tokens"] += sum(passes)
         return out
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005, batch_size_fn=lambda encs: sum(len(e["lengths"]) for e in encs))

@@ -10,9 +10,7 @@ import torch
 import uvicorn
 from fastapi import FastAPI
 
-from app.model import pad, split_rows
-from app.postprocess import predictions
-from app.tokenizer import encode
+from app.compute import encode, pad, predictions, split_rows
 from train.artifact import load_model, load_tokenizer, read_info
 
 

@@ -16,7 +16,7 @@ from ray.train import Checkpoint
 from train.config import TrainConfig
 from train.data import LABEL, TEXT
 from train.metrics import confusion, scores
-from train.model import build, mixed_precision
+from train.model import build, mixed_precision, optimizer as adamw, train_step
 
 log = logging.getLogger("train")
 STATE = "train_state.pt"  # optimizer, scheduler and epoch; the weights travel as safetensors
@@ -102,12 +102,7 @@ def train_func(loop_config: dict) -> None:
     model, tokenizer = build(cfg.base_model, labels, cfg.random_init)
     model = ray.train.torch.prepare_model(model)
     device = ray.train.torch.get_device()
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]  # biases and LayerNorm
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.learning_rate,
-    )
+    optimizer = adamw(model, cfg.learning_rate, cfg.weight_decay)
     # Train's equal split gives every worker the same rows, hence the same step count (DDP needs it).
     steps_per_epoch = max(1, math.ceil((loop_config["n_train"] // world) / cfg.batch_size))
     total_steps = steps_per_epoch * cfg.epochs
@@ -122,17 +117,7 @@ def train_func(loop_config: dict) -> None:
         loss_sum, seen, epoch_started = 0.0, 0, time.monotonic()
         for step, batch in enumerate(_batches("train", cfg.batch_size, seed=cfg.seed + epoch), start=1):
             inputs, targets = _encode(tokenizer, batch, cfg, device)
-            with autocast():
-                loss = model(**inputs, labels=targets).loss
-            (scaler.scale(loss) if scaler else loss).backward()
-            if scaler:
-                scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            scaler.step(optimizer) if scaler else optimizer.step()
-            if scaler:
-                scaler.update()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            loss = train_step(model, inputs, targets, optimizer, scheduler, autocast, scaler, cfg.max_grad_norm)
             loss_sum, seen, done_steps = loss_sum + loss.item() * len(targets), seen + len(targets), done_steps + 1
             if rank == 0 and (step % cfg.log_every_steps == 0 or step == steps_per_epoch):
                 elapsed = time.monotonic() - started

@@ -1,4 +1,5 @@
-"""Base model resolution and the classifier built on it."""
+"""Base model resolution, the classifier built on it, and one optimisation step; free of Ray, so a
+bare GPU check (bench/gpu_check.sh) runs the same code as the Ray Train workers."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -47,3 +48,31 @@ def build(base_model: str, labels: list[str], random_init: dict | None = None):
     else:
         model = AutoModelForSequenceClassification.from_pretrained(source, **label_maps, use_safetensors=True)
     return model, tokenizer
+
+
+def optimizer(model, learning_rate: float, weight_decay: float):
+    """AdamW, with no weight decay on biases and LayerNorm weights (the 1-d parameters)."""
+    import torch
+
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=learning_rate)
+
+
+def train_step(model, inputs: dict, targets, opt, scheduler, autocast, scaler, max_grad_norm: float):
+    """Forward under autocast, backward (loss-scaled for fp16), clip, step; returns the loss tensor."""
+    import torch
+
+    with autocast():
+        loss = model(**inputs, labels=targets).loss
+    (scaler.scale(loss) if scaler else loss).backward()
+    if scaler:
+        scaler.unscale_(opt)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    scaler.step(opt) if scaler else opt.step()
+    if scaler:
+        scaler.update()
+    scheduler.step()
+    opt.zero_grad(set_to_none=True)
+    return loss

@@ -1,9 +1,7 @@
 import numpy as np
 import pytest
 
-from app.model import plan_chunks
-from app.postprocess import predictions, sigmoid, softmax
-from app.tokenizer import encode
+from app.compute import encode, plan_chunks, predictions, sigmoid, softmax
 from train.artifact import load_tokenizer, read_info
 from train.metrics import confusion, scores
 
