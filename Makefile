@@ -6,6 +6,8 @@ PY := $(VENV)/bin/python
 # can pass TORCH_SPEC=torch (or a CUDA index) instead.
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
+# Serve's high-throughput mode (HAProxy in front, direct ingress); the one home is app/serve.env.
+SERVE_ENV := $(shell grep -E '^RAY_[A-Z0-9_]+=' app/serve.env)
 
 .PHONY: install demo train serve test
 
@@ -27,8 +29,11 @@ models/demo/model/manifest.json: data/rotten_tomatoes.csv
 
 train: models/demo/model/manifest.json
 
+# Stop with Ctrl-C: serve run then shuts the graph, HAProxy and its local Ray down. An HAProxy
+# that Ray's shutdown missed would keep the port, so orphans are stopped first (app/haproxy.py).
 serve: train
-	$(VENV)/bin/serve run serve_config.yaml
+	$(PY) -m app.haproxy reap
+	env $(SERVE_ENV) $(VENV)/bin/serve run serve_config.yaml
 
 demo: serve
 

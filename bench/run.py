@@ -1,6 +1,7 @@
 """The benchmark suite: the in-process limit, the project's graph (started with `serve run` from
-serve_config.yaml, as users start it) and a naive one-process FastAPI app, under the same wrk
-workloads, in interleaved rounds, side by side in one run.
+serve_config.yaml with app/serve.env, as `make serve` starts it), the same graph behind Serve's
+default Python proxy, and a naive one-process FastAPI app, under the same wrk workloads, in
+interleaved rounds, side by side in one run.
 
     python -m bench.run [--rounds 2] [--duration 10] [--model DIR]
 
@@ -25,6 +26,8 @@ from pathlib import Path
 import requests
 import yaml
 
+from app.haproxy import reap
+from app.serve_configs import serve_env
 from bench.common import SST2
 from tests.conftest import wait_ready
 
@@ -76,22 +79,33 @@ def wrk(url: str, text_file: Path, batch: int, connections: int, seconds: float)
     return stats
 
 
-def stop(proc: subprocess.Popen) -> None:
+def stop(proc: subprocess.Popen, url: str) -> None:
     os.killpg(proc.pid, signal.SIGINT)
     try:
         proc.wait(60)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
+    # An HAProxy that Ray's shutdown missed would hold the port for the next system.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if reap():
+            print("reaped an orphaned HAProxy", file=sys.stderr)  # noqa: T201
+        try:
+            requests.get(f"{url}/healthz", timeout=1)
+        except requests.ConnectionError:
+            return
+        time.sleep(0.5)
 
 
-def start_serve_run(model: str, tmp: Path) -> tuple[subprocess.Popen, str, Path]:
+def start_serve_run(model: str, tmp: Path, mode_env: dict[str, str]) -> tuple[subprocess.Popen, str, Path]:
     config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
     config["applications"][0]["args"]["model"] = model
     config["applications"][0]["args"]["max_items"] = 1024
     path = tmp / "serve_config.yaml"
     path.write_text(yaml.safe_dump(config))
     log = tmp / "serve.log"
-    env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
+    env = {k: v for k, v in os.environ.items() if k not in serve_env()}
+    env.update(mode_env, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
     proc = subprocess.Popen([str(Path(sys.executable).parent / "serve"), "run", str(path)], cwd=ROOT, env=env,
                             stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
     return proc, f"http://127.0.0.1:{config['http_options']['port']}", log
@@ -108,9 +122,7 @@ def in_process_limit(model: str, files: dict[str, Path]) -> dict:
     """tokenize + forward + softmax in this process: the ceiling any server can reach here."""
     import torch
 
-    from app.model import pad, split_rows
-    from app.postprocess import softmax
-    from app.tokenizer import encode
+    from app.compute import encode, pad, softmax, split_rows
     from train.artifact import load_model, load_tokenizer, read_info
 
     info = read_info(model)
@@ -136,14 +148,23 @@ def stats(url: str) -> dict:
     return requests.get(f"{url}/v1/stats", timeout=10).json()["classifier"]
 
 
-def run_system(name: str, starter, model: str, files, tmp: Path, seconds: float) -> dict:
-    proc, url, log = starter(model, tmp)
+# name -> how it starts. "graph" is what users run (make serve); "graph-proxy" is the same graph
+# behind Serve's default Python proxy, kept to show what app/serve.env buys.
+SYSTEMS = {
+    "graph": lambda model, tmp: start_serve_run(model, tmp, serve_env()),
+    "graph-proxy": lambda model, tmp: start_serve_run(model, tmp, {}),
+    "naive": start_naive,
+}
+
+
+def run_system(name: str, model: str, files, tmp: Path, seconds: float) -> dict:
+    proc, url, log = SYSTEMS[name](model, tmp)
     try:
         cold = wait_ready(url, proc)
         wrk(url, files["short"], 1, 4, 2)  # warm the request path
         rows = {"cold_start_s": cold}
         for wname, kind, batch, conns in WORKLOADS:
-            before = stats(url) if name == "graph" else None
+            before = stats(url) if name.startswith("graph") else None
             rows[wname] = wrk(url, files[kind], batch, conns, seconds)
             if before:
                 after = stats(url)
@@ -153,7 +174,7 @@ def run_system(name: str, starter, model: str, files, tmp: Path, seconds: float)
                 rows[wname]["padding_waste"] = 1 - real / max(1, after["padded_tokens"] - before["padded_tokens"])
         return rows
     finally:
-        stop(proc)
+        stop(proc, url)
 
 
 def best(values: list[float]) -> float:
@@ -168,7 +189,7 @@ def table(results: dict) -> str:
     lines = [f"In-process limit (texts/s): short {short_limit:.0f} (batch 1: {batch1:.0f}), long {long_limit:.0f}.", "",
              "| system | " + " | ".join(w[0] for w in WORKLOADS) + " | cold start |",
              "|---" * (len(WORKLOADS) + 2) + "|"]
-    for system in ("graph", "naive"):
+    for system in SYSTEMS:
         rounds = results[system]
         cells = []
         for wname, kind, _, _ in WORKLOADS:
@@ -198,7 +219,7 @@ def plot(results: dict, path: Path) -> None:
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     conns = [1, 16, 64]
-    for system in ("graph", "naive"):
+    for system in SYSTEMS:
         tps = [best([r[f"W1 c={c}"]["texts_per_s"] for r in results[system]]) for c in conns]
         ax1.plot(conns, tps, marker="o", label=system)
         quiet = [max(results[system], key=lambda r: r[f"W1 c={c}"]["texts_per_s"])[f"W1 c={c}"] for c in conns]
@@ -242,10 +263,10 @@ def main() -> None:
 
             model = str(make_artifact(tmp / "minilm", max_length=128))
         files = texts(tmp)
-        results = {"limit": in_process_limit(model, files), "graph": [], "naive": []}
+        results = {"limit": in_process_limit(model, files), **{name: [] for name in SYSTEMS}}
         for _ in range(args.rounds):  # interleaved: each round measures every system once
-            results["graph"].append(run_system("graph", start_serve_run, model, files, tmp, args.duration))
-            results["naive"].append(run_system("naive", start_naive, model, files, tmp, args.duration))
+            for name in SYSTEMS:
+                results[name].append(run_system(name, model, files, tmp, args.duration))
     results["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}"
     (OUT / "latest.json").write_text(json.dumps(results, indent=2))
     md = f"Run {results['machine']}, `python -m bench.run --rounds {args.rounds} --duration {args.duration:g}`.\n\n"

@@ -1,14 +1,19 @@
-"""`serve run serve_config.yaml` exactly as a user starts it, on the packaged MiniLM artifact."""
+"""`serve run serve_config.yaml` exactly as a user starts it (`make serve`: with app/serve.env, so
+HAProxy fronts the graph), on the packaged MiniLM artifact."""
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import requests
 import yaml
 
+from app.haproxy import reap
+from app.serve_configs import serve_env
 from tests.conftest import ROOT, free_port, make_artifact, wait_ready
 
 pytestmark = pytest.mark.slow
@@ -26,7 +31,9 @@ def served(tmp_path_factory):
     path = tmp / "serve_config.yaml"
     path.write_text(yaml.safe_dump(config))
     # Loopback only: without this, Ray binds its services to the machine's interface address.
-    env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
+    # HAProxy's stats and metrics ports are moved off their fixed defaults so a run never collides.
+    env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", **serve_env(),
+               RAY_SERVE_HAPROXY_STATS_PORT=str(free_port()), RAY_SERVE_HAPROXY_METRICS_PORT=str(free_port()))
     log = open(tmp / "serve.log", "w")
     proc = subprocess.Popen([str(SERVE), "run", str(path)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
@@ -35,12 +42,24 @@ def served(tmp_path_factory):
         wait_ready(url, proc)
         yield url, env
     finally:
-        os.killpg(proc.pid, signal.SIGINT)  # serve run shuts the app and its Ray down on Ctrl-C
+        os.killpg(proc.pid, signal.SIGINT)  # serve run shuts the app, HAProxy and its Ray down on Ctrl-C
         try:
             proc.wait(60)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
         log.close()
+    assert _port_closed(port), f"port {port} still answers after serve run stopped"
+
+
+def _port_closed(port: int, wait_s: float = 30) -> bool:
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        reap()  # an HAProxy that Ray's shutdown missed (app/haproxy.py), as `make serve` does
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) != 0:
+                return True
+        time.sleep(0.5)
+    return False
 
 
 def test_serve_run_answers_over_http(served):
@@ -51,6 +70,19 @@ def test_serve_run_answers_over_http(served):
     assert {p["label"] for p in body["predictions"]} <= {"negative", "positive"}
     info = requests.get(f"{url}/v1/model", timeout=10).json()
     assert info["base_model"] == "all-MiniLM-L6-v2" and info["max_length"] == 64
+
+
+def test_haproxy_fronts_the_ingress(served):
+    # app/serve.env's mode: HAProxy, not Serve's Python proxy, listens on the port and forwards
+    # to the ingress replica's own HTTP server.
+    url, env = served
+    stats = requests.get(f"http://127.0.0.1:{env['RAY_SERVE_HAPROXY_STATS_PORT']}/stats;csv", timeout=10)
+    assert stats.status_code == 200
+    rows = [line.split(",") for line in stats.text.splitlines() if not line.startswith("#")]
+    # columns 0 pxname, 1 svname, 7 stot (sessions forwarded), 17 status
+    ingress = [r for r in rows if r[1].startswith("SERVE_REPLICA_classifier-Ingress")]
+    assert ingress and all(r[17] == "UP" for r in ingress), stats.text[:2000]
+    assert sum(int(r[7]) for r in ingress) > 0
 
 
 def test_serve_status_shows_every_deployment_healthy(served):

@@ -10,7 +10,7 @@ import pytest
 import ray
 import yaml
 
-from app.serve_configs import GPU_CONFIG, RAY_SERVICE, main as serve_configs
+from app.serve_configs import GPU_CONFIG, RAY_SERVICE, main as serve_configs, serve_env
 from train.__main__ import parser as train_parser
 
 ROOT = Path(__file__).parents[2]
@@ -79,6 +79,24 @@ def test_service_graph_imports_and_asks_for_gpus():
     gpu_groups = [g for g in spec["workerGroupSpecs"]
                   if g["template"]["spec"]["containers"][0]["resources"]["limits"].get("nvidia.com/gpu")]
     assert len(gpu_groups) == 1 and gpu_groups[0]["maxReplicas"] >= 2
+
+
+def test_every_serving_pod_runs_with_app_serve_env():
+    # HAProxy mode must be on in every Ray process of the cluster, head and workers alike.
+    wanted = serve_env()
+    assert wanted["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+    spec = cluster_spec(by_kind("RayService"))
+    for group in [spec["headGroupSpec"], *spec["workerGroupSpecs"]]:
+        for container in group["template"]["spec"]["containers"]:
+            env = {e["name"]: e.get("value") for e in container.get("env", [])}
+            assert {k: env.get(k) for k in wanted} == wanted, container["name"]
+
+
+def test_serve_env_refuses_lines_that_are_not_assignments(tmp_path):
+    bad = tmp_path / "serve.env"
+    bad.write_text("# fine\nRAY_SERVE_ENABLE_HA_PROXY=1\nexport RAY_X=1\n")
+    with pytest.raises(ValueError, match=r"serve.env:3: expected RAY_"):
+        serve_env(bad)
 
 
 def test_job_entrypoint_is_accepted_by_the_training_cli():
