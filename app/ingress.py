@@ -38,6 +38,7 @@ api = FastAPI(title="ray-text-classifier", version="1", description=__doc__, doc
 errors.install(api)
 ERROR_RESPONSES = {code: {"model": ErrorBody} for code in (400, 401, 403, 413, 422, 429, 503)}
 READY_TIMEOUT_S = 5.0
+STATS_FANOUT = 16
 
 
 @dataclass(frozen=True)
@@ -229,9 +230,16 @@ class Ingress:
 
     @api.get("/v1/stats", responses=ERROR_RESPONSES)
     async def stats(self, request: Request) -> dict:
-        """Counters of this ingress replica and one classifier replica: shows how requests coalesce."""
+        """Counters of this ingress replica and the classifier replicas: shows how requests coalesce."""
         self._authorize(request, "admin")
-        return {"ingress": dict(self.stats), "classifier": await self.classifier.get_stats.remote()}
+        # Serve has no broadcast: concurrent calls spread over the classifier replicas (its router
+        # prefers the shorter queue); the answers are deduplicated by replica and summed.
+        replies = await asyncio.gather(*(self.classifier.get_stats.remote() for _ in range(STATS_FANOUT)))
+        replicas = {reply.pop("replica"): reply for reply in replies}
+        first = next(iter(replicas.values()))
+        classifier = {key: sum(r[key] for r in replicas.values()) for key in first if key != "max_batch_size"}
+        classifier.update(max_batch_size=max(r["max_batch_size"] for r in replicas.values()), replicas=len(replicas))
+        return {"ingress": dict(self.stats), "classifier": classifier}
 
     @api.get("/openapi.json", include_in_schema=False)
     async def openapi(self, request: Request) -> dict:

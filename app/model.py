@@ -93,7 +93,8 @@ class Classifier:
         return np.concatenate(await asyncio.gather(*(self.forward_batch(p) for p in parts)))
 
     def get_stats(self) -> dict:
-        return dict(self.stats, max_batch_size=self.config.max_batch_size)
+        replica = serve.get_replica_context().replica_id.unique_id
+        return dict(self.stats, max_batch_size=self.config.max_batch_size, replica=replica)
 
     def ping(self) -> bool:
         return True
