@@ -38,7 +38,7 @@ api = FastAPI(title="ray-text-classifier", version="1", description=__doc__, doc
 errors.install(api)
 ERROR_RESPONSES = {code: {"model": ErrorBody} for code in (400, 401, 403, 413, 422, 429, 503)}
 READY_TIMEOUT_S = 5.0
-STATS_FANOUT = 16
+STATS_MAX_CALLS = 64
 
 
 @dataclass(frozen=True)
@@ -232,14 +232,26 @@ class Ingress:
     async def stats(self, request: Request) -> dict:
         """Counters of this ingress replica and the classifier replicas: shows how requests coalesce."""
         self._authorize(request, "admin")
-        # Serve has no broadcast: concurrent calls spread over the classifier replicas (its router
-        # prefers the shorter queue); the answers are deduplicated by replica and summed.
-        replies = await asyncio.gather(*(self.classifier.get_stats.remote() for _ in range(STATS_FANOUT)))
-        replicas = {reply.pop("replica"): reply for reply in replies}
+        # Serve has no broadcast: calls are repeated (the router picks between replicas at random
+        # when they are idle) until every running replica answered, and the answers are summed.
+        running = await asyncio.to_thread(self._running_classifiers)  # serve.status() blocks
+        replicas = {}
+        for _ in range(STATS_MAX_CALLS):
+            reply = await self.classifier.get_stats.remote()
+            replicas[reply.pop("replica")] = reply
+            if len(replicas) >= running:
+                break
         first = next(iter(replicas.values()))
         classifier = {key: sum(r[key] for r in replicas.values()) for key in first if key != "max_batch_size"}
-        classifier.update(max_batch_size=max(r["max_batch_size"] for r in replicas.values()), replicas=len(replicas))
+        classifier.update(max_batch_size=max(r["max_batch_size"] for r in replicas.values()), replicas=len(replicas),
+                          texts_by_replica=sorted(r["texts"] for r in replicas.values()))
         return {"ingress": dict(self.stats), "classifier": classifier}
+
+    @staticmethod
+    def _running_classifiers() -> int:
+        app = serve.get_replica_context().app_name
+        states = serve.status().applications[app].deployments["Classifier"].replica_states
+        return max(1, states.get("RUNNING", 0))
 
     @api.get("/openapi.json", include_in_schema=False)
     async def openapi(self, request: Request) -> dict:

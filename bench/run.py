@@ -144,6 +144,18 @@ def in_process_limit(model: str, files: dict[str, Path]) -> dict:
     return result
 
 
+def wait_replicas(url: str, timeout: float = 120) -> None:
+    """/readyz needs one replica per stage; measure only once every classifier replica runs."""
+    config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
+    (classifier,) = [d for d in config["applications"][0]["deployments"] if d["name"] == "Classifier"]
+    wanted = classifier.get("autoscaling_config", {}).get("min_replicas") or classifier.get("num_replicas", 1)
+    deadline = time.monotonic() + timeout
+    while stats(url)["replicas"] < wanted:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"fewer than {wanted} classifier replicas after {timeout} s")
+        time.sleep(1)
+
+
 def stats(url: str) -> dict:
     return requests.get(f"{url}/v1/stats", timeout=10).json()["classifier"]
 
@@ -161,6 +173,8 @@ def run_system(name: str, model: str, files, tmp: Path, seconds: float) -> dict:
     proc, url, log = SYSTEMS[name](model, tmp)
     try:
         cold = wait_ready(url, proc)
+        if name.startswith("graph"):
+            wait_replicas(url)
         wrk(url, files["short"], 1, 4, 2)  # warm the request path
         rows = {"cold_start_s": cold}
         for wname, kind, batch, conns in WORKLOADS:

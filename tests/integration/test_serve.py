@@ -137,3 +137,19 @@ def test_live_user_config_change_drops_no_request(url, tiny_artifact):
     assert _stats(url)["classifier"]["max_batch_size"] == 4
     big = post(url, {"texts": [f"t {i}" for i in range(8)]}).json()
     assert len(big["predictions"]) == 8
+
+
+def test_stats_sum_every_classifier_replica(url, tiny_artifact):
+    args = AppArgs(model=str(tiny_artifact), name="tiny", **LIMITS)
+    serve.run(compose(args, Classifier={"num_replicas": 2}), name="classifier", route_prefix="/")
+    before = _stats(url)
+    assert before["classifier"]["replicas"] == 2
+    with ThreadPoolExecutor(16) as pool:
+        statuses = list(pool.map(lambda i: post(url, {"texts": [f"review {i}", "and another"]}).status_code, range(48)))
+    assert statuses == [200] * 48
+    after = _stats(url)
+    # Both replicas' counters are in the sum: the model saw every text the ingress sent, and both
+    # replicas took a share of them.
+    assert after["classifier"]["texts"] - before["classifier"]["texts"] == 96
+    assert min(after["classifier"]["texts_by_replica"]) > 0
+    assert after["ingress"]["texts"] - before["ingress"]["texts"] == 96
