@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from app.serve_configs import serve_env
-from bench.run import start_serve_run, stop, texts, wait_replicas, wrk
+from bench.run import bench_model, start_serve_run, stop, texts, wait_replicas, wrk
 from tests.conftest import wait_ready
 
 HZ = os.sysconf("SC_CLK_TCK")
@@ -50,12 +50,7 @@ def main() -> None:
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        if args.model:
-            model = args.model
-        else:
-            from tests.conftest import make_artifact
-
-            model = str(make_artifact(tmp / "minilm", max_length=128))
+        model = bench_model(args.model, tmp)
         files = texts(tmp)
         proc, url, _ = start_serve_run(model, tmp, {} if args.proxy else serve_env())
         try:

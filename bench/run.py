@@ -66,6 +66,15 @@ def texts(tmp: Path) -> dict[str, Path]:
     return files
 
 
+def bench_model(model: str | None, tmp: Path) -> str:
+    """The given artifact, or the packaged MiniLM with an untrained head and max_length 128."""
+    if model:
+        return model
+    from tests.conftest import make_artifact
+
+    return str(make_artifact(tmp / "minilm", max_length=128))
+
+
 def wrk(url: str, text_file: Path, batch: int, connections: int, seconds: float) -> dict:
     env = dict(os.environ, TEXTS=str(text_file), BATCH=str(batch))
     run = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s", "-s", str(LUA), url],
@@ -270,12 +279,7 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        if args.model:
-            model = args.model
-        else:
-            from tests.conftest import make_artifact
-
-            model = str(make_artifact(tmp / "minilm", max_length=128))
+        model = bench_model(args.model, tmp)
         files = texts(tmp)
         results = {"limit": in_process_limit(model, files), **{name: [] for name in SYSTEMS}}
         for _ in range(args.rounds):  # interleaved: each round measures every system once
