@@ -5,6 +5,17 @@ from train.config import TrainConfig
 from train.data import DataError, clean, label_list, load_local, read_table, stratified_split
 
 
+@pytest.fixture(scope="module", autouse=True)
+def no_ray_left_running():
+    # load_local hands back ray.data datasets, which start a local Ray on first use; a later
+    # module's ray.init must not find it running.
+    yield
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
 def cfg(tmp_path, **kw):
     return TrainConfig(text_column="text", label_column="label", **kw)
 
