@@ -16,10 +16,13 @@ R = TypeVar("R")
 
 
 class Coalescer(Generic[T, R]):
-    def __init__(self, fn: Callable[[list[T]], Awaitable[list[R]]], size: Callable[[T], int],
+    def __init__(self, fn: Callable[..., Awaitable[list[R]]], size: Callable[[T], int],
                  max_batch_size: int, batch_wait_timeout_s: float, max_concurrent_batches: int = 1,
-                 observe_wait: Callable[[float], None] | None = None):
+                 observe_wait: Callable[[float], None] | None = None, early_release: bool = False):
+        """With early_release, fn(items, release) may call release() to free its slot before it
+        returns (once the scarce stage is done); otherwise the slot frees when fn returns."""
         self._fn, self._size, self._observe_wait = fn, size, observe_wait
+        self._early_release = early_release
         self.max_batch_size, self.batch_wait_timeout_s = max_batch_size, batch_wait_timeout_s
         self.max_concurrent_batches = max_concurrent_batches
         self._queue: asyncio.Queue | None = None
@@ -87,8 +90,18 @@ class Coalescer(Generic[T, R]):
             asyncio.get_running_loop().create_task(self._run(batch))
 
     async def _run(self, batch: list[tuple[T, asyncio.Future]]) -> None:
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self._running -= 1
+                self._slot_freed.set()
+
+        items = [item for item, _ in batch]
         try:
-            results: list[Any] = await self._fn([item for item, _ in batch])
+            results: list[Any] = await (self._fn(items, release) if self._early_release else self._fn(items))
             for (_, future), result in zip(batch, results):
                 if not future.done():
                     future.set_result(result)
@@ -97,5 +110,4 @@ class Coalescer(Generic[T, R]):
                 if not future.done():
                     future.set_exception(err)
         finally:
-            self._running -= 1
-            self._slot_freed.set()
+            release()

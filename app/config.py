@@ -40,7 +40,8 @@ class IngressConfig(_Strict):
 
     max_batch_texts: int = Field(64, ge=1, le=4096)
     batch_wait_timeout_s: float = Field(0.0, ge=0, le=1)
-    max_concurrent_batches: int = Field(2, ge=1, le=64, description="Graph calls in flight per ingress replica")
+    max_concurrent_batches: int = Field(2, ge=1, le=64,
+                                        description="Batches at the tokenizer or model per ingress replica")
 
 
 class ModelConfig(_Strict):

@@ -4,6 +4,7 @@ stage once per batch.
 Every Serve hop costs milliseconds of CPU, so the graph is called per coalesced batch of requests,
 not per request: a Coalescer (app/batching.py) gathers the texts of concurrent requests, the
 tokenizer, model and postprocessor each see one call, and results are split back in input order.
+A batch gives its slot back once the model is done, before postprocessing.
 """
 
 import asyncio
@@ -75,7 +76,7 @@ class Ingress:
         config = IngressConfig()
         self.coalescer = Coalescer(self._classify_batch, lambda job: len(job.texts), config.max_batch_texts,
                                    config.batch_wait_timeout_s, config.max_concurrent_batches,
-                                   observe_wait=lambda s: queue_wait.observe(s * 1000))
+                                   observe_wait=lambda s: queue_wait.observe(s * 1000), early_release=True)
         self._apply(config)
 
     def reconfigure(self, user_config: dict) -> None:
@@ -100,23 +101,26 @@ class Ingress:
             raise RateLimited("rate limit exceeded for this key", retry_after(wait))
 
     # ----- the graph, once per coalesced batch -----
-    async def _graph(self, texts: list[str], top_k: list):
+    async def _graph(self, texts: list[str], top_k: list, model_done):
         enc = await self.tokenizer.encode.remote(texts)
-        # The model response feeds the postprocessor directly: logits never come back here.
-        logits = self.classifier.forward.remote({"ids": enc["ids"], "lengths": enc["lengths"]})
+        # The logits (texts x labels floats) come back here so the batch's slot frees as soon as
+        # the model is done: the next batch is tokenized while this one is postprocessed, and the
+        # classifier replicas do not idle through the postprocessor hop.
+        logits = await self.classifier.forward.remote({"ids": enc["ids"], "lengths": enc["lengths"]})
+        model_done()
         return enc, await self.postprocessor.run.remote(logits, top_k)
 
-    async def _classify_batch(self, jobs: list[Job]) -> list:
+    async def _classify_batch(self, jobs: list[Job], model_done) -> list:
         texts = [t for job in jobs for t in job.texts]
         top_k = [job.top_k for job in jobs for _ in job.texts]
         try:
-            enc, preds = await self._graph(texts, top_k)
+            enc, preds = await self._graph(texts, top_k, model_done)
         except RayActorError as err:
             # Classification is idempotent: one retry lands on a live replica while Serve replaces
             # the dead one, so a replica lost under load costs clients nothing.
             log.warning("a stage replica died (%s); retrying the batch once", type(err).__name__)
             self.stats["retries"] += 1
-            enc, preds = await self._graph(texts, top_k)
+            enc, preds = await self._graph(texts, top_k, model_done)
         self.stats["batches"] += 1
         self.stats["texts"] += len(texts)
         self.coalesced.observe(len(jobs))

@@ -39,6 +39,7 @@ class Classifier:
                                           boundaries=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000])
         self._apply(ModelConfig())
         self._warm_up()  # before the replica reports ready: first requests see no one-off costs
+        self.stats.update(forwards=0, padded_tokens=0)  # count served traffic only
 
     def reconfigure(self, user_config: dict) -> None:
         self._apply(ModelConfig.read(user_config, "Classifier user_config"))

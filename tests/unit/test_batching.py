@@ -90,3 +90,28 @@ def test_cancelled_callers_are_skipped():
 
     assert run(main()) == ("busy", "kept")
     assert "gone" not in seen
+
+
+def test_early_release_frees_the_slot_before_the_batch_returns():
+    started, finish = [], asyncio.Event
+
+    async def main():
+        gate = finish()
+
+        async def fn(items, release):
+            started.append(list(items))
+            release()  # the scarce stage is done: the next batch may start
+            release()  # idempotent
+            await gate.wait()
+            return items
+
+        c = Coalescer(fn, size=lambda i: 1, max_batch_size=1, batch_wait_timeout_s=0.0, early_release=True)
+        tasks = [asyncio.create_task(c.submit(i)) for i in range(3)]
+        await asyncio.sleep(0.05)
+        running_before_any_returned = list(started)
+        gate.set()
+        return running_before_any_returned, await asyncio.gather(*tasks), c._running
+
+    running, results, slots_in_use = run(main())
+    # One slot (max_concurrent_batches=1), yet all three batches ran before the first returned.
+    assert running == [[0], [1], [2]] and results == [0, 1, 2] and slots_in_use == 0
