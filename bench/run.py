@@ -153,20 +153,28 @@ def in_process_limit(model: str, files: dict[str, Path]) -> dict:
     return result
 
 
-def wait_replicas(url: str, timeout: float = 120) -> None:
-    """/readyz needs one replica per stage; measure only once every classifier replica runs."""
+def classifier_replicas() -> int:
     config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
     (classifier,) = [d for d in config["applications"][0]["deployments"] if d["name"] == "Classifier"]
-    wanted = classifier.get("autoscaling_config", {}).get("min_replicas") or classifier.get("num_replicas", 1)
-    deadline = time.monotonic() + timeout
-    while stats(url)["replicas"] < wanted:
+    return classifier.get("autoscaling_config", {}).get("min_replicas") or classifier.get("num_replicas", 1)
+
+
+def wait_replicas(url: str, timeout: float = 120) -> None:
+    """/readyz needs one replica per stage; measure only once every classifier replica runs."""
+    stats(url, timeout)
+
+
+def stats(url: str, timeout: float = 60) -> dict:
+    """The classifier counters summed over every replica. Right after a load a replica may still
+    work off its queue and the router then sends every stats call to the idle one: ask again."""
+    wanted, deadline = classifier_replicas(), time.monotonic() + timeout
+    while True:
+        found = requests.get(f"{url}/v1/stats", timeout=10).json()["classifier"]
+        if found["replicas"] >= wanted:
+            return found
         if time.monotonic() > deadline:
-            raise RuntimeError(f"fewer than {wanted} classifier replicas after {timeout} s")
+            raise RuntimeError(f"/v1/stats reached {found['replicas']} of {wanted} classifier replicas in {timeout} s")
         time.sleep(1)
-
-
-def stats(url: str) -> dict:
-    return requests.get(f"{url}/v1/stats", timeout=10).json()["classifier"]
 
 
 # name -> how it starts. "graph" is what users run (make serve); "graph-proxy" is the same graph
