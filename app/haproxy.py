@@ -82,6 +82,20 @@ def reap(binary: str | None = None, base: str | None = None, wait_s: float = 5.0
     return pids
 
 
+def wait_port_closed(port: int, wait_s: float = 30.0, host: str = "127.0.0.1") -> bool:
+    """After a `serve run` stopped: reap orphans until nothing listens on port (False after wait_s)."""
+    import socket
+
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        reap()
+        with socket.socket() as s:
+            if s.connect_ex((host, port)) != 0:
+                return True
+        time.sleep(0.5)
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m app.haproxy", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from app.serve_configs import serve_env
-from bench.run import bench_model, start_serve_run, stop, texts, wait_replicas, wrk
+from bench.run import bench_model, start_serve_run, stats, stop, texts, wrk
 from tests.conftest import wait_ready
 
 HZ = os.sysconf("SC_CLK_TCK")
@@ -55,7 +55,7 @@ def main() -> None:
         proc, url, _ = start_serve_run(model, tmp, {} if args.proxy else serve_env())
         try:
             wait_ready(url, proc)
-            wait_replicas(url)
+            stats(url, timeout=120)  # every classifier replica up
             wrk(url, files["short"], 1, args.connections, 3)  # warm-up
             before, started = cpu_seconds(), time.monotonic()
             result = wrk(url, files["short"], 1, args.connections, args.seconds)

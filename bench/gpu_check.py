@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from app.compute import logits, pad, predictions
-from train.model import mixed_precision, optimizer, train_step
+from train.model import grad_scaler, mixed_precision, optimizer, train_step
 
 MINILM = {"hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 12, "intermediate_size": 1536}
 QUICK = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128}
@@ -92,7 +92,7 @@ def train_epoch(model, device, n: int, batch: int, rng) -> dict:
 
     model.to(device).train()
     autocast, dtype = mixed_precision(device)
-    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+    scaler = grad_scaler(dtype)
     opt = optimizer(model, 5e-5, 0.01)
     steps = n // batch
     scheduler = get_linear_schedule_with_warmup(opt, steps // 10, steps)

@@ -11,6 +11,7 @@ Writes bench/results/latest.{json,md,png} and the table into bench/README.md. Ne
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -22,11 +23,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
 import yaml
 
-from app.haproxy import reap
+from app.haproxy import wait_port_closed
 from app.serve_configs import serve_env
 from bench.common import SST2
 from tests.conftest import wait_ready
@@ -95,15 +97,8 @@ def stop(proc: subprocess.Popen, url: str) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
     # An HAProxy that Ray's shutdown missed would hold the port for the next system.
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if reap():
-            print("reaped an orphaned HAProxy", file=sys.stderr)  # noqa: T201
-        try:
-            requests.get(f"{url}/healthz", timeout=1)
-        except requests.ConnectionError:
-            return
-        time.sleep(0.5)
+    if not wait_port_closed(urlsplit(url).port):
+        print(f"{url} still answers after its server stopped", file=sys.stderr)  # noqa: T201
 
 
 def start_serve_run(model: str, tmp: Path, mode_env: dict[str, str]) -> tuple[subprocess.Popen, str, Path]:
@@ -113,7 +108,8 @@ def start_serve_run(model: str, tmp: Path, mode_env: dict[str, str]) -> tuple[su
     path = tmp / "serve_config.yaml"
     path.write_text(yaml.safe_dump(config))
     log = tmp / "serve.log"
-    env = {k: v for k, v in os.environ.items() if k not in serve_env()}
+    mode_keys = serve_env().keys()  # the other mode's variables must not leak in from the shell
+    env = {k: v for k, v in os.environ.items() if k not in mode_keys}
     env.update(mode_env, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
     proc = subprocess.Popen([str(Path(sys.executable).parent / "serve"), "run", str(path)], cwd=ROOT, env=env,
                             stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
@@ -153,15 +149,11 @@ def in_process_limit(model: str, files: dict[str, Path]) -> dict:
     return result
 
 
+@functools.cache
 def classifier_replicas() -> int:
     config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
     (classifier,) = [d for d in config["applications"][0]["deployments"] if d["name"] == "Classifier"]
     return classifier.get("autoscaling_config", {}).get("min_replicas") or classifier.get("num_replicas", 1)
-
-
-def wait_replicas(url: str, timeout: float = 120) -> None:
-    """/readyz needs one replica per stage; measure only once every classifier replica runs."""
-    stats(url, timeout)
 
 
 def stats(url: str, timeout: float = 60) -> dict:
@@ -191,7 +183,7 @@ def run_system(name: str, model: str, files, tmp: Path, seconds: float) -> dict:
     try:
         cold = wait_ready(url, proc)
         if name.startswith("graph"):
-            wait_replicas(url)
+            stats(url, timeout=120)  # /readyz needs one replica per stage: wait for all of them
         wrk(url, files["short"], 1, 4, 2)  # warm the request path
         rows = {"cold_start_s": cold}
         for wname, kind, batch, conns in WORKLOADS:

@@ -16,7 +16,7 @@ from ray.train import Checkpoint
 from train.config import TrainConfig
 from train.data import LABEL, TEXT
 from train.metrics import confusion, scores
-from train.model import build, mixed_precision, optimizer as adamw, train_step
+from train.model import build, grad_scaler, mixed_precision, optimizer as adamw, train_step
 
 log = logging.getLogger("train")
 STATE = "train_state.pt"  # optimizer, scheduler and epoch; the weights travel as safetensors
@@ -109,7 +109,7 @@ def train_func(loop_config: dict) -> None:
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
     start_epoch = _restore(model, optimizer, scheduler)
     autocast, dtype = mixed_precision(device, cfg.mixed_precision)
-    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None  # fp16 needs loss scaling
+    scaler = grad_scaler(dtype)
 
     started, done_steps = time.monotonic(), 0
     for epoch in range(start_epoch, cfg.epochs):

@@ -50,6 +50,13 @@ def build(base_model: str, labels: list[str], random_init: dict | None = None):
     return model, tokenizer
 
 
+def grad_scaler(dtype):
+    """A loss scaler for fp16 autocast (its gradients underflow without one); None otherwise."""
+    import torch
+
+    return torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+
+
 def optimizer(model, learning_rate: float, weight_decay: float):
     """AdamW, with no weight decay on biases and LayerNorm weights (the 1-d parameters)."""
     import torch

@@ -2,17 +2,15 @@
 HAProxy fronts the graph), on the packaged MiniLM artifact."""
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import requests
 import yaml
 
-from app.haproxy import reap
+from app.haproxy import wait_port_closed
 from app.serve_configs import serve_env
 from tests.conftest import ROOT, free_port, make_artifact, wait_ready
 
@@ -48,18 +46,8 @@ def served(tmp_path_factory):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
         log.close()
-    assert _port_closed(port), f"port {port} still answers after serve run stopped"
-
-
-def _port_closed(port: int, wait_s: float = 30) -> bool:
-    deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline:
-        reap()  # an HAProxy that Ray's shutdown missed (app/haproxy.py), as `make serve` does
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) != 0:
-                return True
-        time.sleep(0.5)
-    return False
+    # An HAProxy that Ray's shutdown missed is reaped (app/haproxy.py), as `make serve` does.
+    assert wait_port_closed(port), f"port {port} still answers after serve run stopped"
 
 
 def test_serve_run_answers_over_http(served):
