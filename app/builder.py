@@ -15,9 +15,10 @@ def compose(args: AppArgs, **options: dict) -> Application:
     def stage(deployment):
         return deployment.options(**options.get(deployment.name, {}))
 
-    model = args.model
+    artifact = (args.model, args.verify_key_file)  # every stage loads and verifies the same artifact
     return stage(Ingress).bind(
-        stage(Tokenizer).bind(model), stage(Classifier).bind(model), stage(Postprocessor).bind(model), args.model_dump()
+        stage(Tokenizer).bind(*artifact), stage(Classifier).bind(*artifact), stage(Postprocessor).bind(*artifact),
+        args.model_dump(),
     )
 
 

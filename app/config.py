@@ -30,6 +30,8 @@ class AppArgs(_Strict):
     max_request_tokens: int = Field(65_536, ge=1, description="Tokens per request, summed over its texts")
     max_in_flight: int = Field(192, ge=1, description="Requests an ingress replica holds before answering 503")
     api_keys_file: str | None = Field(None, description="Keys file (python -m app.keys); absent: no auth")
+    verify_key_file: str | None = Field(None, description="Ed25519 public key PEM the artifact must be signed for "
+                                        "(default: $MODEL_VERIFY_KEY; neither: unsigned artifacts load)")
     rate_limit_per_s: float = Field(50.0, gt=0, description="Per-key requests/s unless the key sets its own")
     rate_limit_burst: int = Field(100, ge=1)
     request_log_sample_rate: float = Field(0.0, ge=0, le=1, description="Share of requests logged, PII masked")

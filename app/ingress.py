@@ -21,7 +21,7 @@ from ray.serve import metrics
 from ray.serve.exceptions import BackPressureError, RayServeException
 
 from app import errors
-from app.artifact_source import local_artifact
+from app.artifact_source import load_info
 from app.batching import Coalescer
 from app.config import AppArgs, IngressConfig
 from app.errors import (
@@ -31,7 +31,6 @@ from app.keys import KeyStore
 from app.limits import TokenBuckets, retry_after
 from app.redact import redact
 from app.schemas import ClassifyRequest, ClassifyResponse, ErrorBody, ModelInfo
-from train.artifact import read_info
 
 log = logging.getLogger("ray.serve")
 # /docs and /openapi.json are served by routes below, behind the same keys as the API.
@@ -60,7 +59,7 @@ def _validation_message(err) -> str:
 class Ingress:
     def __init__(self, tokenizer, classifier, postprocessor, args: dict):
         self.args = AppArgs.read(args, "application args")
-        self.info = read_info(local_artifact(self.args.model))
+        self.info = load_info(self.args.model, self.args.verify_key_file)
         self.tokenizer, self.classifier, self.postprocessor = tokenizer, classifier, postprocessor
         self.keys = KeyStore(self.args.api_keys_file) if self.args.api_keys_file else None
         if self.keys is None:

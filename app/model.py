@@ -16,16 +16,16 @@ from ray import serve
 from ray.serve import metrics
 
 from app import compute
-from app.artifact_source import local_artifact
+from app.artifact_source import load_info
 from app.config import ModelConfig
-from train.artifact import load_model, read_info
+from train.artifact import load_model
 from train.model import mixed_precision
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.5})
 class Classifier:
-    def __init__(self, model: str):
-        info = read_info(local_artifact(model))
+    def __init__(self, model: str, verify_key_file: str | None = None):
+        info = load_info(model, verify_key_file)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model = load_model(info).to(self.device)
         self.pad_id = info.pad_token_id

@@ -4,15 +4,14 @@ from __future__ import annotations
 import numpy as np
 from ray import serve
 
-from app.artifact_source import local_artifact
+from app.artifact_source import load_info
 from app.compute import predictions
-from train.artifact import read_info
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.1})
 class Postprocessor:
-    def __init__(self, model: str):
-        info = read_info(local_artifact(model))
+    def __init__(self, model: str, verify_key_file: str | None = None):
+        info = load_info(model, verify_key_file)
         self.labels, self.multi_label = info.labels, info.multi_label
 
     def run(self, logits: np.ndarray, top_k: list[int | None]) -> list[dict]:

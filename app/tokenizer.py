@@ -4,15 +4,15 @@ from __future__ import annotations
 import numpy as np
 from ray import serve
 
-from app.artifact_source import local_artifact
+from app.artifact_source import load_info
 from app.compute import encode
-from train.artifact import load_tokenizer, read_info
+from train.artifact import load_tokenizer
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.2})
 class Tokenizer:
-    def __init__(self, model: str):
-        info = read_info(local_artifact(model))
+    def __init__(self, model: str, verify_key_file: str | None = None):
+        info = load_info(model, verify_key_file)
         self.tokenizer = load_tokenizer(info)
         self.max_length = info.max_length
 

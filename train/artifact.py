@@ -2,24 +2,29 @@
 
 A directory written by `save_pretrained` (safetensors weights, tokenizer, `id2label` in config.json),
 plus `training_config.json`, `metrics.json` and `manifest.json` holding the sha256 of every other
-file. `verify` refuses missing, extra or changed files and any pickle-format weights; both sides load
-through this module only.
+file, optionally `manifest.sig` (train/signing.py). `verify` refuses a malformed manifest, unsafe
+file names, a missing or wrong signature when a verify key is configured, missing, extra or changed
+files and any pickle-format weights; both sides load through this module only.
+`python -m train.artifact` manages keys and signatures (train/artifact_cli.py).
 """
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, ValidationError
+
+from train import signing
+from train.storage import resolve_inside
 
 MANIFEST = "manifest.json"
-SIGNATURE = "manifest.sig"  # HMAC-SHA256 of manifest.json, when a signing key is configured
-SIGNING_KEY_ENV = "MODEL_SIGNING_KEY"
+SIGNATURE = "manifest.sig"  # base64 Ed25519 signature of the manifest.json bytes (train/signing.py)
 WEIGHTS = "model.safetensors"
 FORMAT = "ray-text-classifier/1"
 # Weight formats that unpickle (run code) on load; never accepted, even when listed in the manifest.
@@ -58,23 +63,66 @@ def _listing(root: Path) -> list[str]:
     )
 
 
-def signing_key() -> bytes | None:
-    """The HMAC key from the environment (a Kubernetes Secret): training signs, serving insists."""
-    value = os.environ.get(SIGNING_KEY_ENV)
-    return value.encode() if value else None
+def safe_name(name: str) -> str:
+    """The one rule for a file name in a manifest: a plain relative path inside the artifact. A
+    manifest comes from storage that others may write to, and its names become paths on every
+    serving node, so anything that could point elsewhere is refused before a file is opened."""
+    if not name or "\x00" in name:
+        raise ValueError(f"unsafe file name {name!r}: empty or holds a NUL")
+    if "\\" in name:
+        raise ValueError(f"unsafe file name {name!r}: holds a backslash")
+    if PurePosixPath(name).is_absolute() or PureWindowsPath(name).drive:
+        raise ValueError(f"unsafe file name {name!r}: an absolute path or a drive")
+    if any(part in ("", ".", "..") for part in name.split("/")):
+        raise ValueError(f"unsafe file name {name!r}: '..', '.' or an empty segment")
+    if name in (MANIFEST, SIGNATURE):
+        raise ValueError(f"unsafe file name {name!r}: reserved for the manifest and its signature")
+    return name
 
 
-def _signature(key: bytes, manifest: bytes) -> str:
-    return hmac.new(key, manifest, hashlib.sha256).hexdigest()
+class Manifest(BaseModel):
+    """manifest.json: the format tag and the sha256 (64 lowercase hex) of every other file."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    format: Literal[FORMAT]  # type: ignore[valid-type]
+    files: dict[Annotated[str, AfterValidator(safe_name)], Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]]
 
 
-def _check_signature(root: Path, raw: bytes, key: bytes) -> None:
+def parse_manifest(raw: bytes, where: str | Path) -> dict[str, str]:
+    """The files a manifest lists (name -> sha256), once its shape, every name, the weights format
+    and the presence of the weights are checked."""
     try:
-        given = (root / SIGNATURE).read_text().strip()
-    except FileNotFoundError:
-        raise ArtifactError(f"{root}: unsigned artifact refused ({SIGNING_KEY_ENV} is set)") from None
-    if not hmac.compare_digest(given, _signature(key, raw)):
-        raise ArtifactError(f"{root}/{SIGNATURE}: signature does not match (another key, or a changed manifest)")
+        files = Manifest.model_validate_json(raw).files
+    except ValidationError as err:
+        problems = [
+            str(e["ctx"]["error"]) if e["type"] == "value_error"
+            else f"{'.'.join(map(str, e['loc'])) or 'the document'}: {e['msg']}"
+            for e in err.errors()
+        ]
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise ArtifactError(f"{where}/{MANIFEST}: not a valid manifest: {'; '.join(problems[:3])}{more}") from None
+    for name in files:
+        if PurePosixPath(name).suffix.lower() in PICKLE_SUFFIXES:
+            raise ArtifactError(f"{where}/{name}: pickle-format weights are refused; only safetensors load")
+    if WEIGHTS not in files:
+        raise ArtifactError(f"{where}: manifest lists no {WEIGHTS}")
+    return files
+
+
+def check_signature(raw: bytes, signature: bytes | None, where: str | Path,
+                    verify_key_file: str | Path | None = None) -> None:
+    """Refuse an unsigned or wrongly signed manifest when a verify key is configured (the argument,
+    else $MODEL_VERIFY_KEY); without one, accept (the local demo)."""
+    key = signing.verify_key(verify_key_file)
+    if key is None:
+        return
+    if signature is None:
+        raise ArtifactError(f"{where}: unsigned artifact refused (a verify key is configured)")
+    if not signing.is_valid(key, raw, signature):
+        raise ArtifactError(
+            f"{where}/{SIGNATURE}: signature does not match (another key, a changed manifest, or a "
+            f"pre-Ed25519 HMAC signature: re-sign with `python -m train.artifact sign`)"
+        )
 
 
 def write_manifest(root: Path) -> dict[str, Any]:
@@ -83,46 +131,67 @@ def write_manifest(root: Path) -> dict[str, Any]:
     return manifest
 
 
-def verify(root: str | Path) -> str:
-    """Check every file against the manifest, and its signature when a signing key is configured;
-    return the artifact version (the manifest's sha256)."""
-    root = Path(root)
-    if not root.is_dir():
-        raise ArtifactError(f"{root}: model directory does not exist")
-    try:
-        raw = (root / MANIFEST).read_bytes()
-        manifest = json.loads(raw)
-        listed = manifest["files"]
-    except FileNotFoundError:
-        raise ArtifactError(f"{root}: no {MANIFEST}; only exported artifacts can be loaded") from None
-    except (ValueError, KeyError, TypeError):
-        raise ArtifactError(f"{root}/{MANIFEST}: not a valid manifest") from None
-    if manifest.get("format") != FORMAT:
-        raise ArtifactError(f"{root}/{MANIFEST}: format {manifest.get('format')!r}, expected {FORMAT!r}")
-    key = signing_key()
-    if key:
-        _check_signature(root, raw, key)
+def _check_files(root: Path, raw: bytes) -> None:
+    """The directory holds exactly the files the manifest lists, with their hashes."""
+    listed = parse_manifest(raw, root)
     present = set(_listing(root))
-    for name in sorted(present | set(listed)):
+    for name in sorted(present):
         if Path(name).suffix.lower() in PICKLE_SUFFIXES:
             raise ArtifactError(f"{root}/{name}: pickle-format weights are refused; only safetensors load")
-    if WEIGHTS not in listed:
-        raise ArtifactError(f"{root}: manifest lists no {WEIGHTS}")
     missing, extra = sorted(set(listed) - present), sorted(present - set(listed))
     if missing:
         raise ArtifactError(f"{root}: files listed in the manifest are missing: {missing}")
     if extra:
         raise ArtifactError(f"{root}: files not in the manifest: {extra}")
     for name, expected in listed.items():
-        if sha256_file(root / name) != expected:
+        try:
+            path = resolve_inside(root, name)  # a symlink out of the artifact is not part of it
+        except ValueError as err:
+            raise ArtifactError(str(err)) from None
+        if sha256_file(path) != expected:
             raise ArtifactError(f"{root}/{name}: sha256 does not match the manifest (file changed)")
+
+
+def _read_manifest(root: Path) -> bytes:
+    if not root.is_dir():
+        raise ArtifactError(f"{root}: model directory does not exist")
+    try:
+        return (root / MANIFEST).read_bytes()
+    except FileNotFoundError:
+        raise ArtifactError(f"{root}: no {MANIFEST}; only exported artifacts can be loaded") from None
+
+
+def verify(root: str | Path, verify_key_file: str | Path | None = None) -> str:
+    """Check the signature when a verify key is configured (verify_key_file, else
+    $MODEL_VERIFY_KEY), then every file against the manifest; return the artifact version (the
+    manifest's sha256)."""
+    root = Path(root)
+    raw = _read_manifest(root)
+    signature = (root / SIGNATURE).read_bytes() if (root / SIGNATURE).is_file() else None
+    check_signature(raw, signature, root, verify_key_file)
+    _check_files(root, raw)
     return hashlib.sha256(raw).hexdigest()
 
 
-def read_info(root: str | Path) -> ArtifactInfo:
+def sign(root: str | Path, signing_key_file: str | Path | None = None) -> str:
+    """Write manifest.sig for an artifact whose files match its manifest (a release step);
+    return the version. The key: signing_key_file, else $MODEL_SIGNING_KEY_FILE."""
+    root = Path(root)
+    key = signing.signing_key(signing_key_file)
+    if key is None:
+        raise signing.KeyFileError(f"no signing key: pass a private key file or set {signing.SIGNING_KEY_ENV}")
+    raw = _read_manifest(root)
+    _check_files(root, raw)  # sign only what the manifest truly describes
+    partial = root / f".{SIGNATURE}.tmp"
+    partial.write_bytes(signing.sign(key, raw))
+    os.replace(partial, root / SIGNATURE)
+    return hashlib.sha256(raw).hexdigest()
+
+
+def read_info(root: str | Path, verify_key_file: str | Path | None = None) -> ArtifactInfo:
     """Verify, then read what serving needs to know. Labels come only from config.json."""
     root = Path(root)
-    version = verify(root)
+    version = verify(root, verify_key_file)
     config = json.loads((root / "config.json").read_text())
     training = json.loads((root / "training_config.json").read_text())
     metrics = json.loads((root / "metrics.json").read_text())
@@ -156,8 +225,11 @@ def load_model(info: ArtifactInfo):
     return model.eval()
 
 
-def export(model, tokenizer, out_dir: str | Path, training_config: dict, metrics: dict) -> str:
-    """Write a complete artifact to out_dir, atomically replacing what was there; return its version."""
+def export(model, tokenizer, out_dir: str | Path, training_config: dict, metrics: dict,
+           signing_key_file: str | Path | None = None) -> str:
+    """Write a complete artifact to out_dir, atomically replacing what was there, signed when a
+    signing key is configured (signing_key_file, else $MODEL_SIGNING_KEY_FILE); return its version."""
+    key = signing.signing_key(signing_key_file)  # a bad key fails before the model is written
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
@@ -167,9 +239,8 @@ def export(model, tokenizer, out_dir: str | Path, training_config: dict, metrics
         (staging / "training_config.json").write_text(json.dumps(training_config, indent=2, sort_keys=True) + "\n")
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         write_manifest(staging)
-        key = signing_key()
-        if key:
-            (staging / SIGNATURE).write_text(_signature(key, (staging / MANIFEST).read_bytes()) + "\n")
+        if key is not None:
+            (staging / SIGNATURE).write_bytes(signing.sign(key, (staging / MANIFEST).read_bytes()))
         version = verify(staging)
         if out_dir.exists():
             shutil.rmtree(out_dir)
@@ -178,3 +249,9 @@ def export(model, tokenizer, out_dir: str | Path, training_config: dict, metrics
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return version
+
+
+if __name__ == "__main__":
+    from train.artifact_cli import main
+
+    raise SystemExit(main())

@@ -9,6 +9,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 
 def is_uri(location: str) -> bool:
@@ -68,16 +69,39 @@ def upload_dir(local: Path, location: str) -> None:
     pyarrow.fs.copy_files(str(local), path, source_filesystem=pyarrow.fs.LocalFileSystem(), destination_filesystem=fs)
 
 
-def download_files(location: str, names: list[str], target: Path) -> None:
-    """Copy the named files under location into target, atomically (a temp dir renamed into place)."""
+def resolve_inside(root: Path, name: str) -> Path:
+    """root/name, refused (ValueError) unless it resolves inside root: '..', an absolute name or a
+    symlink can point anywhere the process may write."""
+    path = (root / name).resolve()
+    if not path.is_relative_to(root.resolve()):
+        raise ValueError(f"{root}: file name {name!r} resolves outside the folder, to {path}")
+    return path
+
+
+def download_files(location: str, names: list[str], target: Path, contents: dict[str, bytes] | None = None,
+                   check: Callable[[Path], None] | None = None) -> None:
+    """Copy the named files under location into target, atomically: into a temp dir beside target,
+    plus `contents` (bytes the caller already fetched and checked, written as they are), then
+    `check(temp dir)`, then a rename into place. Every name is confined to the temp dir before any
+    file is opened for writing, so a hostile name cannot write elsewhere."""
     fs, root = _fs(location)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
+        paths = {name: resolve_inside(staging, name) for name in [*names, *(contents or {})]}
         for name in names:
-            (staging / name).parent.mkdir(parents=True, exist_ok=True)
-            with fs.open_input_stream(f"{root.rstrip('/')}/{name}") as src, open(staging / name, "wb") as dst:
+            paths[name].parent.mkdir(parents=True, exist_ok=True)
+            with fs.open_input_stream(f"{root.rstrip('/')}/{name}") as src, open(paths[name], "xb") as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
+        for name, data in (contents or {}).items():
+            paths[name].parent.mkdir(parents=True, exist_ok=True)
+            paths[name].write_bytes(data)
+        if check is not None:
+            check(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    try:
         os.replace(staging, target)
     except OSError:
         shutil.rmtree(staging, ignore_errors=True)

@@ -1,3 +1,4 @@
+import base64
 import json
 import shutil
 
@@ -6,7 +7,9 @@ import pytest
 from app.keys import KeyStore, create, main as keys_main, revoke
 from app.limits import TokenBuckets
 from app.redact import redact
-from train.artifact import SIGNATURE, SIGNING_KEY_ENV, ArtifactError, verify
+from train.artifact import SIGNATURE, ArtifactError, verify
+from train.artifact_cli import main as artifact_main
+from train.signing import LEGACY_KEY_ENV, SIGNING_KEY_ENV, VERIFY_KEY_ENV, KeyFileError
 from tests.conftest import TINY, make_artifact
 
 
@@ -59,24 +62,69 @@ def test_redaction_masks_pii_and_keeps_ordinary_text(text, masked):
     assert redact(text) == masked
 
 
-def test_signed_artifacts(tmp_path, monkeypatch):
-    monkeypatch.setenv(SIGNING_KEY_ENV, "secret-one")
+@pytest.fixture
+def key_pair(tmp_path):
+    private, public = tmp_path / "signing.pem", tmp_path / "verify.pem"
+    assert artifact_main(["keygen", "--private-key", str(private), "--public-key", str(public)]) == 0
+    return private, public
+
+
+def test_keygen_writes_an_owner_only_private_key_and_never_overwrites(key_pair, tmp_path, capsys):
+    private, public = key_pair
+    assert oct(private.stat().st_mode)[-3:] == "600"
+    assert b"PRIVATE KEY" in private.read_bytes() and b"PUBLIC KEY" in public.read_bytes()
+    before = private.read_bytes()
+    assert artifact_main(["keygen", "--private-key", str(private), "--public-key", str(tmp_path / "other.pem")]) == 2
+    assert "refusing to overwrite" in capsys.readouterr().err and private.read_bytes() == before
+
+
+def test_signed_artifacts(tmp_path, monkeypatch, key_pair):
+    private, public = key_pair
+    monkeypatch.setenv(SIGNING_KEY_ENV, str(private))
     signed = make_artifact(tmp_path / "signed", random_init=TINY)
-    assert (signed / SIGNATURE).exists()
-    verify(signed)
-    monkeypatch.setenv(SIGNING_KEY_ENV, "secret-two")
-    with pytest.raises(ArtifactError, match="signature does not match"):
-        verify(signed)
+    assert len(base64.b64decode((signed / SIGNATURE).read_bytes())) == 64  # an Ed25519 signature
     monkeypatch.delenv(SIGNING_KEY_ENV)
+    verify(signed, public)
+    monkeypatch.setenv(VERIFY_KEY_ENV, str(public))  # the environment is the fallback for serving
+    verify(signed)
+    other = tmp_path / "other"
+    other.mkdir()
+    artifact_main(["keygen", "--private-key", str(other / "s.pem"), "--public-key", str(other / "v.pem")])
+    with pytest.raises(ArtifactError, match="signature does not match"):
+        verify(signed, other / "v.pem")
     unsigned = tmp_path / "unsigned"
     shutil.copytree(signed, unsigned)
     (unsigned / SIGNATURE).unlink()
-    verify(unsigned)  # no key configured: the manifest alone is checked
-    monkeypatch.setenv(SIGNING_KEY_ENV, "secret-one")
     with pytest.raises(ArtifactError, match="unsigned artifact refused"):
         verify(unsigned)
+    monkeypatch.delenv(VERIFY_KEY_ENV)
+    verify(unsigned)  # no key configured: the manifest alone is checked
     manifest = json.loads((signed / "manifest.json").read_text())
     manifest["files"]["config.json"] = "0" * 64
     (signed / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ArtifactError, match="signature does not match"):
-        verify(signed)
+        verify(signed, public)
+
+
+def test_sign_and_verify_cli_for_a_release_step(tiny_artifact, tmp_path, key_pair, capsys):
+    private, public = key_pair
+    model = tmp_path / "model"
+    shutil.copytree(tiny_artifact, model)
+    assert artifact_main(["verify", "--model", str(model), "--public-key", str(public)]) == 1
+    assert "unsigned artifact refused" in capsys.readouterr().err
+    assert artifact_main(["sign", "--model", str(model), "--private-key", str(private)]) == 0
+    assert artifact_main(["verify", "--model", str(model), "--public-key", str(public)]) == 0
+    assert "checked signature and files" in capsys.readouterr().out
+    (model / "config.json").write_text("{}")
+    assert artifact_main(["sign", "--model", str(model), "--private-key", str(private)]) == 1  # signs only intact files
+    assert "config.json: sha256 does not match" in capsys.readouterr().err
+
+
+def test_serving_refuses_a_private_key_and_a_legacy_hmac_secret(tiny_artifact, key_pair, monkeypatch):
+    private, public = key_pair
+    with pytest.raises(KeyFileError, match="not a public key PEM"):
+        verify(tiny_artifact, private)
+    monkeypatch.setenv(LEGACY_KEY_ENV, "an-old-hmac-secret")
+    with pytest.raises(KeyFileError, match="MODEL_SIGNING_KEY .* no longer read.*MODEL_VERIFY_KEY"):
+        verify(tiny_artifact, public)
+    assert artifact_main(["sign", "--model", str(tiny_artifact), "--private-key", str(private)]) == 2
