@@ -2,9 +2,11 @@
 # `make test` (install, run the test suite). Both use the active virtualenv, else create .venv.
 VENV ?= $(if $(VIRTUAL_ENV),$(VIRTUAL_ENV),.venv)
 PY := $(VENV)/bin/python
-# The CPU build of torch; a bare `torch` requirement pulls a multi-GB CUDA build. GPU machines
-# can pass TORCH_SPEC=torch (or a CUDA index) instead.
+# torch goes first so that the package's bare `torch` requirement is already met. From PyPI,
+# torch==2.13.0 on Linux is the multi-GB CUDA build: where no local CPU wheel is found, pass
+# TORCH_INDEX=https://download.pytorch.org/whl/cpu (its own variable: the spec stays quoted).
 TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
 PYTEST_ARGS ?=
 # Serve's high-throughput mode (HAProxy in front, direct ingress); the one home is app/serve.env.
 SERVE_ENV := $(shell grep -E '^RAY_[A-Z0-9_]+=' app/serve.env)
@@ -14,7 +16,7 @@ SERVE_ENV := $(shell grep -E '^RAY_[A-Z0-9_]+=' app/serve.env)
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url "$(TORCH_INDEX)")
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import traceback
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -90,9 +91,51 @@ async def handle_http_exception(_: Request, err: HTTPException) -> JSONResponse:
     return error_response(cls(str(err.detail)), err.headers)  # 405 keeps its Allow header
 
 
+def log_unexpected(err: BaseException) -> None:
+    """Log an unexpected error by type and frames only: its message (and those of the errors it
+    chains) can quote request texts, e.g. a downstream stage's error, so it is never logged."""
+    parts, seen = [], set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        frames = "".join(traceback.format_list(traceback.extract_tb(err.__traceback__)))  # code lines, no locals
+        parts.append(f"{type(err).__module__}.{type(err).__qualname__} (message withheld)\n{frames}")
+        err = err.__cause__ or (None if err.__suppress_context__ else err.__context__)
+    log.error("unhandled error while serving a request (root cause first):\n%s", "".join(reversed(parts)))
+
+
+class CatchUnexpected:
+    """Pure ASGI middleware that answers an unexpected error with the one 500 body.
+
+    It sits inside Starlette's ServerErrorMiddleware, which would log nothing itself but re-raises
+    after its handler, so Serve logs the error's full message ("Request failed.") in the replica
+    and again in the proxy. Caught here, the error ends here.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watch(message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception as err:  # noqa: BLE001 - every unexpected error ends here
+            log_unexpected(err)
+            if not started:  # once a response has started, the connection can only be cut short
+                await error_response(ApiError())(scope, receive, send)
+
+
 async def handle_unexpected(_: Request, err: Exception) -> JSONResponse:
-    # The type only: messages of downstream errors can quote request texts.
-    log.error("unhandled %s while serving a request", type(err).__name__)
+    # Errors in the few layers outside CatchUnexpected; Starlette re-raises them after this.
+    log_unexpected(err)
     return error_response(ApiError())
 
 
@@ -100,3 +143,4 @@ def install(api) -> None:
     api.add_exception_handler(ApiError, handle_api_error)
     api.add_exception_handler(HTTPException, handle_http_exception)
     api.add_exception_handler(Exception, handle_unexpected)
+    api.add_middleware(CatchUnexpected)  # inside ServerErrorMiddleware, outside the routing handlers

@@ -15,6 +15,7 @@ import argparse
 import hashlib
 import hmac
 import json
+import logging
 import os
 import secrets
 import sys
@@ -22,7 +23,13 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from app.errors import NotReady
+
+log = logging.getLogger("ray.serve")
 SCOPES = ("classify", "admin")
 PREFIX = "rtc_"
 
@@ -35,14 +42,34 @@ class Key:
     burst: int | None
 
 
-def _digest(salt: str, key: str) -> str:
-    return hashlib.sha256(bytes.fromhex(salt) + key.encode()).hexdigest()
+class _Entry(BaseModel):
+    """One entry as the server reads it (the CLI keeps the rest: `created`)."""
+
+    model_config = ConfigDict(frozen=True, hide_input_in_errors=True)  # errors name fields, not hashes
+    name: str
+    salt: str = Field(pattern=r"^(?:[0-9a-f]{2})+$")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    scopes: frozenset[Literal[SCOPES]] = Field(min_length=1)
+    rate: float | None = Field(None, gt=0)
+    burst: int | None = Field(None, ge=1)
+    revoked: bool = False
+
+
+_ENTRIES = TypeAdapter(list[_Entry])
+
+
+def _digest(salt: bytes, key: str) -> str:
+    return hashlib.sha256(salt + key.encode()).hexdigest()
 
 
 def read_file(path: Path) -> dict:
     if not path.exists():
         return {"keys": []}
-    data = json.loads(path.read_text())
+    return _parse(path, path.read_text())
+
+
+def _parse(path: Path, text: str) -> dict:
+    data = json.loads(text)
     if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
         raise ValueError(f"{path}: not a keys file (expected {{\"keys\": [...]}})")
     return data
@@ -66,7 +93,7 @@ def create(path: Path, name: str, scopes: list[str], rate: float | None = None, 
         raise ValueError(f"a key named {name!r} exists already; revoke it or choose another name")
     key, salt = PREFIX + secrets.token_urlsafe(32), secrets.token_hex(16)
     data["keys"].append({
-        "name": name, "salt": salt, "sha256": _digest(salt, key), "scopes": sorted(set(scopes)),
+        "name": name, "salt": salt, "sha256": _digest(bytes.fromhex(salt), key), "scopes": sorted(set(scopes)),
         "rate": rate, "burst": burst, "created": int(time.time()), "revoked": False,
     })
     _write_file(path, data)
@@ -84,31 +111,56 @@ def revoke(path: Path, name: str) -> None:
 
 
 class KeyStore:
-    """The keys file as the ingress sees it, re-read when its modification time changes."""
+    """The keys file as the ingress sees it, re-read when its modification time changes.
+
+    A file that is missing or cannot be parsed at start-up fails start-up rather than opening the
+    service. Later, while it is missing, or half written by an editor that writes in place, every
+    keyed request answers 503 not_ready (neither open nor a 500) until a good file is back.
+    """
 
     def __init__(self, path: str, check_every_s: float = 1.0):
         self.path, self.check_every_s = Path(path), check_every_s
-        self._entries: list[dict] = []
+        self._entries: list[tuple[bytes, str, Key]] = []
         self._stamp: tuple | None = None
+        self._broken: str | None = None  # why the file last read could not be used
         self._checked = 0.0
-        self._reload()
+        self._load()
+
+    def _load(self) -> None:
+        stat = self.path.stat()  # before the read: a write racing the read shows as a new stamp
+        stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        entries = _ENTRIES.validate_python(_parse(self.path, self.path.read_text())["keys"])
+        self._entries = [(bytes.fromhex(e.salt), e.sha256, Key(e.name, e.scopes, e.rate, e.burst))
+                         for e in entries if not e.revoked]
 
     def _reload(self) -> None:
-        stat = self.path.stat()  # a missing keys file fails start-up rather than opening the service
-        stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
-        if stamp != self._stamp:
-            self._entries = [e for e in read_file(self.path)["keys"] if not e.get("revoked")]
-            self._stamp = stamp
+        try:
+            self._load()
+        except (OSError, ValueError) as err:  # pydantic's ValidationError and JSON's are ValueErrors
+            self._stamp = None  # read again at the next check
+            reason = f"{type(err).__name__}: {err}"  # positions and field names only
+            if reason != self._broken:
+                log.error("API keys file %s unusable (%s); keyed requests answer 503 until it is fixed", self.path, reason)
+            self._broken = reason
+            return
+        if self._broken:
+            log.warning("API keys file %s is usable again", self.path)
+        self._broken = None
 
     def lookup(self, presented: str) -> Key | None:
         now = time.monotonic()
         if now - self._checked >= self.check_every_s:
             self._checked = now
             self._reload()
+        if self._broken:
+            raise NotReady("the API keys cannot be checked right now; retry shortly")
         found = None
-        for entry in self._entries:  # no early exit: equal work whichever entry matches
-            if hmac.compare_digest(_digest(entry["salt"], presented), entry["sha256"]) and found is None:
-                found = Key(entry["name"], frozenset(entry["scopes"]), entry.get("rate"), entry.get("burst"))
+        for salt, digest, key in self._entries:  # no early exit: equal work whichever entry matches
+            if hmac.compare_digest(_digest(salt, presented), digest) and found is None:
+                found = key
         return found
 
 

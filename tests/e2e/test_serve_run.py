@@ -1,7 +1,10 @@
 """`serve run serve_config.yaml` exactly as a user starts it (`make serve`: with app/serve.env, so
 HAProxy fronts the graph), on the packaged MiniLM artifact."""
+import contextlib
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -32,13 +35,19 @@ def served(tmp_path_factory):
     # HAProxy's stats and metrics ports are moved off their fixed defaults so a run never collides.
     env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", **serve_env(),
                RAY_SERVE_HAPROXY_STATS_PORT=str(free_port()), RAY_SERVE_HAPROXY_METRICS_PORT=str(free_port()))
+    # Ray's first-choice dashboard port is held, as another cluster on the machine may hold it: Ray
+    # moves on to a free port, and `serve status` below must address this cluster's own dashboard.
+    held = socket.socket()
+    with contextlib.suppress(OSError):  # already held by someone else: the same case
+        held.bind(("127.0.0.1", 8265))
+        held.listen()
     log = open(tmp / "serve.log", "w")
     proc = subprocess.Popen([str(SERVE), "run", str(path)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, proc)
-        yield url, env
+        yield url, env, _dashboard(tmp / "serve.log")
     finally:
         os.killpg(proc.pid, signal.SIGINT)  # serve run shuts the app, HAProxy and its Ray down on Ctrl-C
         try:
@@ -46,12 +55,22 @@ def served(tmp_path_factory):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
         log.close()
+        held.close()
     # An HAProxy that Ray's shutdown missed is reaped (app/haproxy.py), as `make serve` does.
     assert wait_port_closed(port), f"port {port} still answers after serve run stopped"
 
 
+def _dashboard(log) -> str:
+    """The dashboard of the cluster `serve run` started, as its ray.init announced it: 8265 is only
+    the first port Ray tries, and another cluster on the machine may hold it."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", log.read_text())  # drop the announcement's colours
+    address = re.search(r"View the dashboard at (\S+)", text)
+    assert address, text[-2000:]
+    return address.group(1) if "://" in address.group(1) else f"http://{address.group(1)}"
+
+
 def test_serve_run_answers_over_http(served):
-    url, _ = served
+    url, _, _ = served
     body = requests.post(f"{url}/v1/classify", json={"texts": ["A triumph.", "Dull and far too long."], "top_k": None},
                          timeout=30).json()
     assert [len(p["scores"]) for p in body["predictions"]] == [2, 2]
@@ -63,7 +82,7 @@ def test_serve_run_answers_over_http(served):
 def test_haproxy_fronts_the_ingress(served):
     # app/serve.env's mode: HAProxy, not Serve's Python proxy, listens on the port and forwards
     # to the ingress replica's own HTTP server.
-    url, env = served
+    url, env, _ = served
     stats = requests.get(f"http://127.0.0.1:{env['RAY_SERVE_HAPROXY_STATS_PORT']}/stats;csv", timeout=10)
     assert stats.status_code == 200
     rows = [line.split(",") for line in stats.text.splitlines() if not line.startswith("#")]
@@ -74,11 +93,11 @@ def test_haproxy_fronts_the_ingress(served):
 
 
 def test_serve_status_shows_every_deployment_healthy(served):
-    _, env = served
+    _, env, dashboard = served
     # The local cluster requires its token on the dashboard API (~/.ray/auth_token); the client
     # sends it only when told to.
     env = dict(env, RAY_AUTH_MODE="token")
-    out = subprocess.run([str(SERVE), "status", "-a", "http://127.0.0.1:8265"],
+    out = subprocess.run([str(SERVE), "status", "-a", dashboard],
                          capture_output=True, text=True, timeout=60, env=env, check=True).stdout
     status = yaml.safe_load(out)["applications"]["classifier"]
     assert status["status"] == "RUNNING"

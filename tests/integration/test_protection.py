@@ -3,6 +3,7 @@ hostile bodies, overload, and a model replica killed under load. Bounded in coun
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import ray
@@ -80,6 +81,38 @@ def test_revocation_takes_effect_without_restart(server):
     while call(url, "POST", "/v1/classify", key).status_code != 401:
         assert time.monotonic() - revoked_at < 10, "revocation not seen within 10 s"
         time.sleep(0.2)
+
+
+def test_keys_file_half_written_or_gone_answers_not_ready_never_500(server):
+    url, keys, keys_file = server
+    good, statuses = keys_file.read_text(), []
+
+    def until(status):
+        deadline = time.monotonic() + 10  # the ingress re-reads the file within a second
+        while True:
+            response = call(url, "POST", "/v1/classify", keys["load"])
+            statuses.append(response.status_code)
+            if response.status_code == status or time.monotonic() > deadline:
+                return response
+            time.sleep(0.1)
+
+    try:
+        keys_file.write_text(good[: len(good) // 2])  # written in place, caught halfway
+        half = until(503)
+        keys_file.write_text(good)
+        assert until(200).status_code == 200
+        keys_file.unlink()
+        gone = until(503)
+    finally:
+        keys_file.write_text(good)
+    assert until(200).status_code == 200
+    assert set(statuses) == {200, 503}, statuses
+    for response in (half, gone):
+        assert response.status_code == 503 and response.headers["Retry-After"]
+        assert response.json()["error"]["type"] == "not_ready"
+    logs = Path(ray._private.worker._global_node.get_logs_dir_path()) / "serve"
+    ingress_logs = "".join(p.read_text() for p in logs.glob("replica_classifier_Ingress_*.log"))
+    assert "JSONDecodeError" in ingress_logs and "FileNotFoundError" in ingress_logs
 
 
 def test_rate_limit_answers_429_with_retry_after(server):

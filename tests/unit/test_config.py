@@ -53,7 +53,11 @@ def test_serve_configs_pass_every_reader(name):
 
 def test_default_graph_fits_two_cores():
     app = yaml.safe_load((ROOT / "serve_config.yaml").read_text())["applications"][0]
-    assert sum(d["ray_actor_options"]["num_cpus"] for d in app["deployments"]) <= 2
+    # Every replica that runs while idle holds its CPU share: min_replicas of each deployment (at
+    # least one: a request needs every stage), or num_replicas without autoscaling.
+    replicas = [max(1, d["autoscaling_config"].get("min_replicas", 1)) if "autoscaling_config" in d
+                else d.get("num_replicas", 1) for d in app["deployments"]]
+    assert sum(n * d["ray_actor_options"]["num_cpus"] for n, d in zip(replicas, app["deployments"])) <= 2
 
 
 def test_user_config_readers_reject_unknown_and_bad_values():

@@ -1,9 +1,11 @@
 import base64
 import json
+import logging
 import shutil
 
 import pytest
 
+from app.errors import NotReady
 from app.keys import KeyStore, create, main as keys_main, revoke
 from app.limits import TokenBuckets
 from app.redact import redact
@@ -37,9 +39,38 @@ def test_lookup_refuses_unknown_and_revoked_keys_and_notices_changes(tmp_path):
     assert store.lookup(key) is None
 
 
-def test_missing_keys_file_fails_start_up(tmp_path):
+def test_missing_or_unparsable_keys_file_fails_start_up(tmp_path):
     with pytest.raises(FileNotFoundError):
         KeyStore(str(tmp_path / "none.json"))
+    path = tmp_path / "keys.json"
+    create(path, "a", ["classify"])
+    data = json.loads(path.read_text())
+    data["keys"][0]["salt"] = "not hex"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="salt"):
+        KeyStore(str(path))
+
+
+def test_keys_file_gone_or_half_written_while_serving_answers_not_ready_until_fixed(tmp_path, caplog):
+    path = tmp_path / "keys.json"
+    key = create(path, "a", ["classify"])
+    good = path.read_text()
+    store = KeyStore(str(path), check_every_s=0)
+    with caplog.at_level(logging.WARNING, logger="ray.serve"):
+        path.write_text(good[: len(good) // 2])  # an editor writing in place, caught halfway
+        for _ in range(2):  # the second look finds the same broken file: no second log line
+            with pytest.raises(NotReady):
+                store.lookup(key)
+        path.write_text(good)
+        assert store.lookup(key).name == "a"
+        path.unlink()
+        with pytest.raises(NotReady):
+            store.lookup(key)
+        path.write_text(good)
+        assert store.lookup(key).name == "a"
+    assert [r.levelname for r in caplog.records] == ["ERROR", "WARNING", "ERROR", "WARNING"]
+    assert "JSONDecodeError" in caplog.records[0].getMessage()
+    assert "FileNotFoundError" in caplog.records[2].getMessage()
 
 
 def test_token_bucket_allows_burst_then_asks_to_wait():

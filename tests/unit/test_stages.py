@@ -52,7 +52,8 @@ def test_predictions_top_k_sorted_and_all_labels_for_none():
     out = predictions(logits, ["a", "b", "c"], [2, None], multi_label=False)
     assert [s["label"] for s in out[0]["scores"]] == ["b", "c"]
     assert [s["label"] for s in out[1]["scores"]] == ["a", "c", "b"]
-    assert out[0]["label"] == "b" and out[1]["score"] == pytest.approx(sum([out[1]["score"]]))
+    assert out[0]["label"] == "b" and out[1]["label"] == "a"
+    assert out[1]["score"] == pytest.approx(np.exp(3.0) / np.exp([3.0, 0.0, 1.0]).sum(), rel=1e-5)  # 0.844
     assert sum(s["score"] for s in out[1]["scores"]) == pytest.approx(1.0)
 
 
