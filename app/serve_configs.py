@@ -85,7 +85,11 @@ def _shown(path: Path) -> str:
 
 
 def read_overlay(path: Path = OVERLAY) -> Overlay:
-    return Overlay.read(yaml.safe_load(path.read_text()), _shown(path))
+    try:
+        values = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ValueError(f"{_shown(path)}: not YAML: {err}") from None
+    return Overlay.read(values, _shown(path))
 
 
 def serve_env(path: Path = SERVE_ENV) -> dict[str, str]:

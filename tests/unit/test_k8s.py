@@ -96,6 +96,7 @@ def test_check_prints_a_diff_when_the_overlay_changed(tmp_path, capsys):
     ("  api_keys_file:", "  api_key_file:", "kubernetes: args: api_key_file: Extra inputs"),
     ("{min_replicas: 1, max_replicas: 4", "{min_replicas: 5, max_replicas: 4",
      "gpu: Classifier.autoscaling_config: 1 validation error"),
+    ("gpu:\n", "gpu: [\n", "serve-overrides.yaml: not YAML"),
 ])
 def test_overlay_reader_refuses_unknown_keys_and_bad_values(tmp_path, capsys, old, new, message):
     bad = tmp_path / "serve-overrides.yaml"
