@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 
 from train.artifact import ArtifactError
@@ -24,8 +25,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--base-model", help="Hugging Face name or local path (default: the packaged all-MiniLM-L6-v2)")
     p.add_argument("--max-length", type=int, help="tokens per text; longer texts are truncated")
     p.add_argument("--max-train-rows", type=int, help="train on a seeded sample of this many rows")
-    p.add_argument("--resume", action="store_true", help="continue the latest run under OUTPUT from its last checkpoint")
+    runs = p.add_mutually_exclusive_group()
+    runs.add_argument("--resume", action="store_true", help="continue the latest run under OUTPUT from its last checkpoint")
+    runs.add_argument("--run-name", type=_run_name,
+                      help="run-NAME under OUTPUT/ray_train; if it exists, it continues from its last checkpoint "
+                           "(a retried job resumes instead of starting over)")
     return p
+
+
+def _run_name(value: str) -> str:
+    # `--resume` finds runs by this prefix; the rest becomes a directory name in storage.
+    if not re.fullmatch(r"run-[A-Za-z0-9._-]+", value):
+        raise argparse.ArgumentTypeError(f"expected run-NAME (letters, digits, . _ -), got {value!r}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
                 "use_gpu": args.use_gpu, "base_model": args.base_model, "max_length": args.max_length,
                 "max_train_rows": args.max_train_rows,
             }
-            cfg, run_name = load_config(args.config, overrides), None
+            cfg, run_name = load_config(args.config, overrides), args.run_name
         path, version, summary = fit(cfg, args.output, run_name)
     except (ConfigError, DataError, ArtifactError, FileNotFoundError) as err:
         log.error("%s", err)
