@@ -101,26 +101,28 @@ class Ingress:
             raise RateLimited("rate limit exceeded for this key", retry_after(wait))
 
     # ----- the graph, once per coalesced batch -----
-    async def _graph(self, texts: list[str], top_k: list, model_done):
+    async def _graph(self, texts: list[str], top_k: list, slot):
         enc = await self.tokenizer.encode.remote(texts)
         # The logits (texts x labels floats) come back here so the batch's slot frees as soon as
         # the model is done: the next batch is tokenized while this one is postprocessed, and the
         # classifier replicas do not idle through the postprocessor hop.
         logits = await self.classifier.forward.remote({"ids": enc["ids"], "lengths": enc["lengths"]})
-        model_done()
+        slot.release()
         return enc, await self.postprocessor.run.remote(logits, top_k)
 
-    async def _classify_batch(self, jobs: list[Job], model_done) -> list:
+    async def _classify_batch(self, jobs: list[Job], slot) -> list:
         texts = [t for job in jobs for t in job.texts]
         top_k = [job.top_k for job in jobs for _ in job.texts]
         try:
-            enc, preds = await self._graph(texts, top_k, model_done)
+            enc, preds = await self._graph(texts, top_k, slot)
         except RayActorError as err:
             # Classification is idempotent: one retry lands on a live replica while Serve replaces
-            # the dead one, so a replica lost under load costs clients nothing.
+            # the dead one, so a replica lost under load costs clients nothing. The first try may
+            # have freed the slot (the model was done): the retry takes one again.
             log.warning("a stage replica died (%s); retrying the batch once", type(err).__name__)
             self.stats["retries"] += 1
-            enc, preds = await self._graph(texts, top_k, model_done)
+            await slot.acquire()
+            enc, preds = await self._graph(texts, top_k, slot)
         self.stats["batches"] += 1
         self.stats["texts"] += len(texts)
         self.coalesced.observe(len(jobs))
@@ -136,7 +138,7 @@ class Ingress:
             else:
                 out.append([
                     p | {"truncated": bool(enc["truncated"][i]), "tokens": int(enc["lengths"][i])}
-                    for p, i in zip(preds[start:stop], range(start, stop))
+                    for p, i in zip(preds[start:stop], range(start, stop), strict=True)
                 ])
             start = stop
         return out
