@@ -55,7 +55,7 @@ def _validation_message(err) -> str:
     return f"{where}: {first['msg']}" + (f" ({len(err.errors())} problems)" if len(err.errors()) > 1 else "")
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.2}, max_ongoing_requests=256)
+@serve.deployment  # resources, scaling and queues: serve_config.yaml
 @serve.ingress(api)
 class Ingress:
     def __init__(self, tokenizer, classifier, postprocessor, args: dict):

@@ -9,7 +9,7 @@ from app.compute import predictions
 from train.artifact import read_info
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.1})
+@serve.deployment  # resources, scaling and queues: serve_config.yaml
 class Postprocessor:
     def __init__(self, model: str):
         info = read_info(local_artifact(model))

@@ -9,7 +9,7 @@ from app.compute import encode
 from train.artifact import load_tokenizer, read_info
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.2})
+@serve.deployment  # resources, scaling and queues: serve_config.yaml
 class Tokenizer:
     def __init__(self, model: str):
         info = read_info(local_artifact(model))

@@ -14,9 +14,8 @@ import requests
 from ray import serve
 
 from app.artifact_source import local_artifact
-from app.builder import compose
 from app.config import AppArgs
-from tests.conftest import free_port
+from tests.conftest import free_port, shipped_graph
 from train.artifact import ArtifactError, read_info
 from train.config import load_config
 from train.run import fit
@@ -62,7 +61,7 @@ def test_train_to_s3_then_serve_from_s3(s3, sentiment_csv):
 
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(compose(AppArgs(model=location)), name="classifier", route_prefix="/")
+    serve.run(shipped_graph(AppArgs(model=location)), name="classifier", route_prefix="/")
     url = f"http://127.0.0.1:{port}"
     body = requests.post(f"{url}/v1/classify", json={"texts": ["the acting was superb", "the plot was awful"]},
                          timeout=30).json()

@@ -7,10 +7,9 @@ import ray
 import requests
 from ray import serve
 
-from app.builder import compose
 from app.config import AppArgs
 from app.errors import STATUS_TABLE
-from tests.conftest import free_port
+from tests.conftest import free_port, shipped_graph
 
 pytestmark = pytest.mark.slow
 LIMITS = {"max_items": 8, "max_text_chars": 500, "max_body_bytes": 4096}
@@ -22,7 +21,7 @@ def url(tiny_artifact):
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     args = AppArgs(model=str(tiny_artifact), name="tiny", **LIMITS)
-    serve.run(compose(args), name="classifier", route_prefix="/")
+    serve.run(shipped_graph(args), name="classifier", route_prefix="/")
     yield f"http://127.0.0.1:{port}"
     serve.shutdown()
     ray.shutdown()
@@ -130,7 +129,7 @@ def test_live_user_config_change_drops_no_request(url, tiny_artifact):
     new = {"Classifier": {"user_config": {"max_batch_size": 4, "batch_wait_timeout_s": 0.002, "max_batch_tokens": 512}}}
     with ThreadPoolExecutor(8) as pool:
         pending = [pool.submit(post, url, {"texts": [f"text {i}", "another one"]}) for i in range(40)]
-        serve.run(compose(args, **new), name="classifier", route_prefix="/")
+        serve.run(shipped_graph(args, **new), name="classifier", route_prefix="/")
         pending += [pool.submit(post, url, {"texts": [f"text {i}", "again"]}) for i in range(40)]
         statuses = [f.result().status_code for f in pending]
     assert statuses == [200] * 80
@@ -141,7 +140,7 @@ def test_live_user_config_change_drops_no_request(url, tiny_artifact):
 
 def test_stats_sum_every_classifier_replica(url, tiny_artifact):
     args = AppArgs(model=str(tiny_artifact), name="tiny", **LIMITS)
-    serve.run(compose(args, Classifier={"num_replicas": 2}), name="classifier", route_prefix="/")
+    serve.run(shipped_graph(args), name="classifier", route_prefix="/")  # two classifier replicas, as shipped
     before = _stats(url)
     assert before["classifier"]["replicas"] == 2
     with ThreadPoolExecutor(16) as pool:
