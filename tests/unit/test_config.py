@@ -81,3 +81,11 @@ def test_user_config_readers_reject_unknown_and_bad_values():
         IngressConfig.read({"max_batch_texts": 0}, "Ingress")
     with pytest.raises(ValueError, match="args: max_itms"):
         AppArgs.read({"max_itms": 3}, "args")
+
+
+def test_token_cap_can_fire_with_the_default_recipe():
+    # A full request of texts at the default recipe's max_length holds more than the cap: the
+    # cap is a real limit, not one that max_items and max_length already enforce.
+    (app,) = yaml.safe_load((ROOT / "serve_config.yaml").read_text())["applications"]
+    for args in (AppArgs(), AppArgs.read(app["args"], "args")):
+        assert args.max_items * load_config("default").max_length > args.max_request_tokens
