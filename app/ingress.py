@@ -115,7 +115,7 @@ class Ingress:
         if not job.truncate:
             over = np.flatnonzero(enc["truncated"][start:stop])
             if len(over):
-                i = int(over[0])
+                i = int(over[0])  # the request's own index: a truncate=false request is never split
                 return ValidationFailed(
                     f"texts[{i}] has {int(enc['full_lengths'][start + i])} tokens; the model takes at most "
                     f"{self.info.max_length} (send truncate=true to truncate)")
