@@ -1,11 +1,15 @@
 """The typed application builder: `import_path: app.builder:build_app` in serve_config.yaml."""
 # No `from __future__ import annotations`: Serve reads the AppArgs annotation to validate `args`.
+from pathlib import Path
+
+import yaml
 from ray.serve import Application
 
 from app.config import AppArgs
 from app.ingress import Ingress
 from app.model import Classifier
 from app.postprocess import Postprocessor
+from app.serve_configs import SOURCE
 from app.tokenizer import Tokenizer
 
 
@@ -20,6 +24,13 @@ def compose(args: AppArgs, **options: dict) -> Application:
         stage(Tokenizer).bind(*artifact), stage(Classifier).bind(*artifact), stage(Postprocessor).bind(*artifact),
         args.model_dump(),
     )
+
+
+def config_options(path: Path = SOURCE) -> dict[str, dict]:
+    """Per deployment, the options a serve config file sets (what `serve run FILE` applies over
+    build_app), as compose() takes them: a graph built in Python (tests, bench) runs as shipped."""
+    (app,) = yaml.safe_load(path.read_text())["applications"]
+    return {d["name"]: {k: v for k, v in d.items() if k != "name"} for d in app["deployments"]}
 
 
 def build_app(args: AppArgs) -> Application:

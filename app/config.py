@@ -27,7 +27,12 @@ class AppArgs(_Strict):
     max_items: int = Field(256, ge=1, le=100_000, description="Texts per request")
     max_text_chars: int = Field(20_000, ge=1, description="Characters per text")
     max_body_bytes: int = Field(1 << 20, ge=64, description="Request body size")
-    max_request_tokens: int = Field(65_536, ge=1, description="Tokens per request, summed over its texts")
+    # Reachable by design: a full request (max_items 256) at the default recipe's max_length (64)
+    # holds up to 16,384 tokens, so 256 texts averaging over 32 tokens are refused while short
+    # reviews (~12-30 tokens) pass. About 1 s of model time on 2 CPU cores (bench/README.md's
+    # in-process limit: 61 texts/s of ~128 tokens), so one request cannot hold a model replica much
+    # longer. The ingress warns at start-up when max_items x the artifact's max_length cannot exceed it.
+    max_request_tokens: int = Field(8192, ge=1, description="Tokens per request after truncation, summed over its texts")
     max_in_flight: int = Field(192, ge=1, description="Requests an ingress replica holds before answering 503")
     api_keys_file: str | None = Field(None, description="Keys file (python -m app.keys); absent: no auth")
     verify_key_file: str | None = Field(None, description="Ed25519 public key PEM the artifact must be signed for "

@@ -4,7 +4,9 @@ stage once per batch.
 Every Serve hop costs milliseconds of CPU, so the graph is called per coalesced batch of requests,
 not per request: a Coalescer (app/batching.py) gathers the texts of concurrent requests, the
 tokenizer, model and postprocessor each see one call, and results are split back in input order.
-A batch gives its slot back once the model is done, before postprocessing.
+A batch gives its slot back once the model is done, before postprocessing. Requests that break a
+token rule (`truncate: false`, `max_request_tokens`) are refused right after the tokenizer: the
+model never sees them, and the rest of their batch goes on without them.
 """
 
 import asyncio
@@ -13,6 +15,7 @@ import logging
 import random
 from dataclasses import dataclass
 
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from ray import serve
@@ -54,7 +57,7 @@ def _validation_message(err) -> str:
     return f"{where}: {first['msg']}" + (f" ({len(err.errors())} problems)" if len(err.errors()) > 1 else "")
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.2}, max_ongoing_requests=256)
+@serve.deployment  # resources, scaling and queues: serve_config.yaml
 @serve.ingress(api)
 class Ingress:
     def __init__(self, tokenizer, classifier, postprocessor, args: dict):
@@ -65,6 +68,12 @@ class Ingress:
         if self.keys is None:
             log.warning("api_keys_file is not set: the API is open to anyone who can reach it")
         self.buckets = TokenBuckets(self.args.rate_limit_per_s, self.args.rate_limit_burst)
+        # A request of at most this many texts cannot pass max_request_tokens (no text keeps more
+        # than max_length tokens), so its tokens are neither summed nor need it travel whole.
+        self.cap_safe_texts = self.args.max_request_tokens // self.info.max_length
+        if self.cap_safe_texts >= self.args.max_items:
+            log.warning("max_request_tokens (%d) can never fire: max_items (%d) x max_length (%d) cannot exceed it",
+                        self.args.max_request_tokens, self.args.max_items, self.info.max_length)
         self.in_flight = 0
         self.stats = {"requests": 0, "batches": 0, "texts": 0, "retries": 0}
         self.requests = metrics.Counter("classifier_requests", "Classify requests by status", tag_keys=("status",))
@@ -100,52 +109,82 @@ class Ingress:
             raise RateLimited("rate limit exceeded for this key", retry_after(wait))
 
     # ----- the graph, once per coalesced batch -----
-    async def _graph(self, texts: list[str], top_k: list, model_done):
-        enc = await self.tokenizer.encode.remote(texts)
-        # The logits (texts x labels floats) come back here so the batch's slot frees as soon as
-        # the model is done: the next batch is tokenized while this one is postprocessed, and the
-        # classifier replicas do not idle through the postprocessor hop.
-        logits = await self.classifier.forward.remote({"ids": enc["ids"], "lengths": enc["lengths"]})
-        model_done()
-        return enc, await self.postprocessor.run.remote(logits, top_k)
+    def _refusal(self, job: Job, enc: dict, start: int, stop: int) -> errors.ApiError | None:
+        """Why job (rows start:stop of the batch's encoding) may not reach the model, or None."""
+        if not job.truncate:
+            over = np.flatnonzero(enc["truncated"][start:stop])
+            if len(over):
+                i = int(over[0])  # the request's own index: a truncate=false request is never split
+                return ValidationFailed(
+                    f"texts[{i}] has {int(enc['full_lengths'][start + i])} tokens; the model takes at most "
+                    f"{self.info.max_length} (send truncate=true to truncate)")
+        if len(job.texts) > self.cap_safe_texts:
+            tokens = int(enc["lengths"][start:stop].sum())
+            if tokens > self.args.max_request_tokens:
+                return PayloadTooLarge(
+                    f"the texts hold {tokens} tokens; a request may hold at most {self.args.max_request_tokens}")
+        return None
 
-    async def _classify_batch(self, jobs: list[Job], model_done) -> list:
-        texts = [t for job in jobs for t in job.texts]
-        top_k = [job.top_k for job in jobs for _ in job.texts]
-        try:
-            enc, preds = await self._graph(texts, top_k, model_done)
-        except RayActorError as err:
-            # Classification is idempotent: one retry lands on a live replica while Serve replaces
-            # the dead one, so a replica lost under load costs clients nothing.
-            log.warning("a stage replica died (%s); retrying the batch once", type(err).__name__)
-            self.stats["retries"] += 1
-            enc, preds = await self._graph(texts, top_k, model_done)
+    async def _graph(self, jobs: list[Job], slot) -> list:
+        enc = await self.tokenizer.encode.remote([t for job in jobs for t in job.texts])
+        bounds = np.cumsum([0] + [len(job.texts) for job in jobs]).tolist()
+        refused = [self._refusal(job, enc, a, b) for job, a, b in zip(jobs, bounds, bounds[1:])]
+        ids, lengths = enc["ids"], enc["lengths"]
+        if any(r is not None for r in refused):  # drop the refused requests' rows; the rest go on
+            keep = np.repeat([r is None for r in refused], [len(job.texts) for job in jobs])
+            ids, lengths = ids[np.repeat(keep, lengths)], lengths[keep]
+        preds = []
+        if len(lengths):
+            # The logits (texts x labels floats) come back here so the batch's slot frees as soon
+            # as the model is done: the next batch is tokenized while this one is postprocessed,
+            # and the classifier replicas do not idle through the postprocessor hop.
+            logits = await self.classifier.forward.remote({"ids": ids, "lengths": lengths})
+            slot.release()
+            top_k = [job.top_k for job, r in zip(jobs, refused) if r is None for _ in job.texts]
+            preds = await self.postprocessor.run.remote(logits, top_k)
+        slot.release()
         self.stats["batches"] += 1
-        self.stats["texts"] += len(texts)
+        self.stats["texts"] += len(lengths)
         self.coalesced.observe(len(jobs))
-        out, start = [], 0
-        for job in jobs:
-            stop = start + len(job.texts)
-            over = [i for i in range(start, stop) if enc["truncated"][i]]
-            if over and not job.truncate:
-                i = over[0]
-                out.append(ValidationFailed(
-                    f"texts[{i - start}] has {int(enc['full_lengths'][i])} tokens; the model takes at most "
-                    f"{self.info.max_length} (send truncate=true to truncate)"))
-            else:
-                out.append([
-                    p | {"truncated": bool(enc["truncated"][i]), "tokens": int(enc["lengths"][i])}
-                    for p, i in zip(preds[start:stop], range(start, stop))
-                ])
-            start = stop
+        truncated, kept = enc["truncated"].tolist(), enc["lengths"].tolist()
+        out, next_pred = [], 0
+        for job, a, b, refusal in zip(jobs, bounds, bounds[1:], refused):
+            if refusal is not None:
+                out.append(refusal)
+                continue
+            out.append([p | {"truncated": truncated[i], "tokens": kept[i]}
+                        for p, i in zip(preds[next_pred: next_pred + b - a], range(a, b), strict=True)])
+            next_pred += b - a
         return out
 
-    async def _classify(self, job: Job) -> list[dict]:
-        # Split requests larger than one coalesced batch; each part joins the batch queue.
-        size = self.config.max_batch_texts
-        parts = [Job(job.texts[i: i + size], job.top_k, job.truncate) for i in range(0, len(job.texts), size)]
+    async def _classify_batch(self, jobs: list[Job], slot) -> list:
         try:
-            results = await asyncio.gather(*(self.coalescer.submit(p) for p in parts))
+            return await self._graph(jobs, slot)
+        except RayActorError as err:
+            # Classification is idempotent: one retry lands on a live replica while Serve replaces
+            # the dead one, so a replica lost under load costs clients nothing. The first try may
+            # have freed the slot (the model was done): the retry takes one again.
+            log.warning("a stage replica died (%s); retrying the batch once", type(err).__name__)
+            self.stats["retries"] += 1
+            await slot.acquire()
+            return await self._graph(jobs, slot)
+
+    async def _classify(self, job: Job) -> list[dict]:
+        # Requests larger than one coalesced batch are split into parts that join the batch queue
+        # apart (and may run on different classifier replicas at once). A request that a token
+        # rule could refuse (truncate=false; more than cap_safe_texts texts) is not: its verdict
+        # needs all its tokens before the model sees any of them, and parts in different batches
+        # are tokenized at different times. It travels whole (at most max_items texts; the
+        # classifier cuts it into forward passes itself), so every verdict is taken in one place,
+        # after one tokenizer call, with no extra call to count tokens first.
+        n, size = len(job.texts), self.config.max_batch_texts
+        whole = n <= size or not job.truncate or n > self.cap_safe_texts
+        try:
+            if whole:
+                results = [await self.coalescer.submit(job)]
+            else:
+                parts = [Job(job.texts[i: i + size], job.top_k, job.truncate) for i in range(0, n, size)]
+                results = await asyncio.gather(*(self.coalescer.submit(p) for p in parts))
         except BackPressureError:
             raise Overloaded("the model is at capacity; retry shortly") from None
         except (RayActorError, RayServeException) as err:
@@ -154,11 +193,7 @@ class Ingress:
         for result in results:
             if isinstance(result, Exception):
                 raise result
-        preds = [p for result in results for p in result]
-        tokens = sum(p["tokens"] for p in preds)
-        if tokens > self.args.max_request_tokens:
-            raise PayloadTooLarge(f"the texts hold {tokens} tokens; a request may hold at most {self.args.max_request_tokens}")
-        return preds
+        return results[0] if whole else [p for result in results for p in result]
 
     async def _read_body(self, request: Request) -> ClassifyRequest:
         limit = self.args.max_body_bytes

@@ -21,8 +21,11 @@ from app.config import ModelConfig
 from train.artifact import load_model
 from train.model import mixed_precision
 
+# @serve.batch needs values before reconfigure() applies the user_config: the reader's defaults.
+DEFAULTS = ModelConfig()
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.5})
+
+@serve.deployment  # resources, scaling and queues: serve_config.yaml
 class Classifier:
     def __init__(self, model: str, verify_key_file: str | None = None):
         info = load_info(model, verify_key_file)
@@ -37,7 +40,7 @@ class Classifier:
                                               boundaries=[16, 64, 256, 1024, 4096, 16384, 65536])
         self.model_ms = metrics.Histogram("classifier_model_ms", "Forward time per merged batch (ms)",
                                           boundaries=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000])
-        self._apply(ModelConfig())
+        self._apply(DEFAULTS)
         self._warm_up()  # before the replica reports ready: first requests see no one-off costs
         self.stats.update(forwards=0, padded_tokens=0)  # count served traffic only
 
@@ -64,7 +67,8 @@ class Classifier:
         self.stats["padded_tokens"] += sum(passes)
         return out
 
-    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005, batch_size_fn=lambda encs: sum(len(e["lengths"]) for e in encs))
+    @serve.batch(max_batch_size=DEFAULTS.max_batch_size, batch_wait_timeout_s=DEFAULTS.batch_wait_timeout_s,
+                 batch_size_fn=lambda encs: sum(len(e["lengths"]) for e in encs))
     async def forward_batch(self, encs: list[dict]) -> list[np.ndarray]:
         merged = {
             "ids": np.concatenate([e["ids"] for e in encs]),

@@ -8,7 +8,7 @@ from app.artifact_source import load_info
 from app.compute import predictions
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.1})
+@serve.deployment  # resources, scaling and queues: serve_config.yaml
 class Postprocessor:
     def __init__(self, model: str, verify_key_file: str | None = None):
         info = load_info(model, verify_key_file)

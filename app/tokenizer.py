@@ -9,7 +9,7 @@ from app.compute import encode
 from train.artifact import load_tokenizer
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.2})
+@serve.deployment  # resources, scaling and queues: serve_config.yaml
 class Tokenizer:
     def __init__(self, model: str, verify_key_file: str | None = None):
         info = load_info(model, verify_key_file)

@@ -10,11 +10,12 @@ SST2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"
 
 
 def start_graph(model: str, keys_file: Path | None = None, **args) -> str:
-    """serve.run the graph in this process (num_cpus=2, like the laptop); return its base URL."""
+    """serve.run the graph with serve_config.yaml's deployment options in this process (num_cpus=2,
+    like the laptop); return its base URL."""
     import ray
     from ray import serve
 
-    from app.builder import compose
+    from app.builder import compose, config_options
     from app.config import AppArgs
     from tests.conftest import free_port
 
@@ -22,7 +23,7 @@ def start_graph(model: str, keys_file: Path | None = None, **args) -> str:
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     app_args = AppArgs(model=model, api_keys_file=str(keys_file) if keys_file else None, **args)
-    serve.run(compose(app_args), name="classifier", route_prefix="/")
+    serve.run(compose(app_args, **config_options()), name="classifier", route_prefix="/")
     return f"http://127.0.0.1:{port}"
 
 

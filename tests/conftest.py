@@ -68,3 +68,16 @@ def tiny_artifact(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def sentiment_csv() -> Path:
     return FIXTURES / "sentiment.csv"
+
+
+def shipped_graph(args, **overrides: dict):
+    """compose() with serve_config.yaml's deployment options, as `serve run` starts the graph, so
+    the tests run what ships; `overrides` replace whole option keys per deployment. CPU shares stay
+    as shipped: the test clusters have the 2 CPUs the config is sized for (tests/unit/test_config.py
+    checks the graph fits them at its minimum replicas)."""
+    from app.builder import compose, config_options
+
+    options = config_options()
+    for name, extra in overrides.items():
+        options[name] = options[name] | extra
+    return compose(args, **options)

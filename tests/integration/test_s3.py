@@ -17,9 +17,8 @@ import requests
 from ray import serve
 
 from app.artifact_source import local_artifact
-from app.builder import compose
 from app.config import AppArgs
-from tests.conftest import free_port
+from tests.conftest import free_port, shipped_graph
 from train import signing
 from train.artifact import MANIFEST, SIGNATURE, ArtifactError, sha256_file, sign
 from train.config import load_config
@@ -88,7 +87,7 @@ def test_train_to_s3_then_serve_from_s3(s3, keys, sentiment_csv, monkeypatch):
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     # Every stage fetches and verifies the artifact with the public key only.
     args = AppArgs(model=location, verify_key_file=str(keys / "verify.pem"))
-    serve.run(compose(args), name="classifier", route_prefix="/")
+    serve.run(shipped_graph(args), name="classifier", route_prefix="/")
     url = f"http://127.0.0.1:{port}"
     body = requests.post(f"{url}/v1/classify", json={"texts": ["the acting was superb", "the plot was awful"]},
                          timeout=30).json()

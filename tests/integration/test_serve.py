@@ -7,13 +7,14 @@ import ray
 import requests
 from ray import serve
 
-from app.builder import compose
 from app.config import AppArgs
 from app.errors import STATUS_TABLE
-from tests.conftest import free_port
+from tests.conftest import free_port, shipped_graph
 
 pytestmark = pytest.mark.slow
-LIMITS = {"max_items": 8, "max_text_chars": 500, "max_body_bytes": 4096}
+# The tiny artifact keeps at most 32 tokens per text: 64 tokens are 2 full-length texts, so three
+# long texts break the token cap.
+LIMITS = {"max_items": 8, "max_text_chars": 500, "max_body_bytes": 4096, "max_request_tokens": 64}
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +23,7 @@ def url(tiny_artifact):
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     args = AppArgs(model=str(tiny_artifact), name="tiny", **LIMITS)
-    serve.run(compose(args), name="classifier", route_prefix="/")
+    serve.run(shipped_graph(args), name="classifier", route_prefix="/")
     yield f"http://127.0.0.1:{port}"
     serve.shutdown()
     ray.shutdown()
@@ -125,23 +126,48 @@ def test_concurrent_requests_are_coalesced(url):
     assert graph_calls < 64 / 2, f"{graph_calls} graph calls for 64 requests: not coalesced"
 
 
+def test_refused_requests_never_reach_the_model(url):
+    over_cap = {"texts": ["word " * 40] * 3}  # 3 x 32 kept tokens
+    untruncatable = {"texts": ["fine", "word " * 40], "truncate": False}
+    before = _stats(url)
+    assert_error(post(url, over_cap), 413, "payload_too_large", "hold 96 tokens; a request may hold at most 64")
+    assert_error(post(url, untruncatable), 422, "validation_error", "texts[1] has 42 tokens; the model takes at most 32")
+    after = _stats(url)
+    assert after["classifier"]["texts"] == before["classifier"]["texts"]
+    # Mixed with accepted requests in coalesced batches, only the refused requests' rows are dropped.
+    good = {"texts": ["a fine film", "a dull one"]}
+    with ThreadPoolExecutor(32) as pool:
+        statuses = list(pool.map(lambda body: post(url, body).status_code, [over_cap, untruncatable, good, good] * 8))
+    assert statuses == [413, 422, 200, 200] * 8
+    final = _stats(url)
+    assert final["classifier"]["texts"] - after["classifier"]["texts"] == 16 * 2
+    assert final["ingress"]["texts"] - after["ingress"]["texts"] == 16 * 2
+    assert final["ingress"]["batches"] - after["ingress"]["batches"] < 32, "not coalesced"
+
+
 def test_live_user_config_change_drops_no_request(url, tiny_artifact):
     args = AppArgs(model=str(tiny_artifact), name="tiny", **LIMITS)
-    new = {"Classifier": {"user_config": {"max_batch_size": 4, "batch_wait_timeout_s": 0.002, "max_batch_tokens": 512}}}
+    # Ingress parts of 2 texts: the 8-text request below could break the token cap, so it still
+    # travels whole and is decided at once.
+    new = {"Classifier": {"user_config": {"max_batch_size": 4, "batch_wait_timeout_s": 0.002, "max_batch_tokens": 512}},
+           "Ingress": {"user_config": {"max_batch_texts": 2, "batch_wait_timeout_s": 0.0, "max_concurrent_batches": 2}}}
     with ThreadPoolExecutor(8) as pool:
         pending = [pool.submit(post, url, {"texts": [f"text {i}", "another one"]}) for i in range(40)]
-        serve.run(compose(args, **new), name="classifier", route_prefix="/")
+        serve.run(shipped_graph(args, **new), name="classifier", route_prefix="/")
         pending += [pool.submit(post, url, {"texts": [f"text {i}", "again"]}) for i in range(40)]
         statuses = [f.result().status_code for f in pending]
     assert statuses == [200] * 80
     assert _stats(url)["classifier"]["max_batch_size"] == 4
     big = post(url, {"texts": [f"t {i}" for i in range(8)]}).json()
-    assert len(big["predictions"]) == 8
+    assert [p["tokens"] for p in big["predictions"]] == [4] * 8 and big["usage"] == {"tokens": 32}
+    before = _stats(url)["classifier"]["texts"]
+    assert_error(post(url, {"texts": ["word " * 40] * 8}), 413, "payload_too_large", "hold 256 tokens")
+    assert _stats(url)["classifier"]["texts"] == before
 
 
 def test_stats_sum_every_classifier_replica(url, tiny_artifact):
     args = AppArgs(model=str(tiny_artifact), name="tiny", **LIMITS)
-    serve.run(compose(args, Classifier={"num_replicas": 2}), name="classifier", route_prefix="/")
+    serve.run(shipped_graph(args), name="classifier", route_prefix="/")  # two classifier replicas, as shipped
     before = _stats(url)
     assert before["classifier"]["replicas"] == 2
     with ThreadPoolExecutor(16) as pool:

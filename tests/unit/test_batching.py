@@ -1,4 +1,5 @@
 import asyncio
+import logging
 
 import pytest
 
@@ -98,10 +99,10 @@ def test_early_release_frees_the_slot_before_the_batch_returns():
     async def main():
         gate = finish()
 
-        async def fn(items, release):
+        async def fn(items, slot):
             started.append(list(items))
-            release()  # the scarce stage is done: the next batch may start
-            release()  # idempotent
+            slot.release()  # the scarce stage is done: the next batch may start
+            slot.release()  # idempotent
             await gate.wait()
             return items
 
@@ -115,3 +116,93 @@ def test_early_release_frees_the_slot_before_the_batch_returns():
     running, results, slots_in_use = run(main())
     # One slot (max_concurrent_batches=1), yet all three batches ran before the first returned.
     assert running == [[0], [1], [2]] and results == [0, 1, 2] and slots_in_use == 0
+
+
+def test_a_retry_after_the_early_release_takes_a_slot_again():
+    events, peak = [], 0
+
+    async def main():
+        b_started, b_may_finish = asyncio.Event(), asyncio.Event()
+
+        async def fn(items, slot):
+            nonlocal peak
+            (item,) = items
+            events.append(f"{item} runs")
+            if item == "a":
+                slot.release()  # the model is done; a later stage then fails
+                await b_started.wait()  # b took the freed slot
+                b_may_finish.set()
+                await slot.acquire()  # the retry waits for a slot like any batch
+                peak = max(peak, c._running)
+                events.append("a retries")
+            else:
+                b_started.set()
+                await b_may_finish.wait()
+                await asyncio.sleep(0.01)  # a's retry would run here without a slot
+                events.append("b done")
+            return items
+
+        c = Coalescer(fn, size=lambda i: 1, max_batch_size=1, batch_wait_timeout_s=0.0, early_release=True)
+        return await asyncio.gather(c.submit("a"), c.submit("b")), c._running
+
+    results, slots_in_use = run(main())
+    # One slot: a's retry starts only once b, which ran in the slot a freed, is done.
+    assert results == ["a", "b"] and events == ["a runs", "b runs", "b done", "a retries"]
+    assert peak == 1 and slots_in_use == 0
+
+
+def test_a_batch_returning_the_wrong_number_of_results_fails_every_caller():
+    async def fn(items):
+        return items[:-1]  # a bug: one result short
+
+    async def main():
+        c = Coalescer(fn, size=lambda i: 1, max_batch_size=10, batch_wait_timeout_s=0.01)
+        return await asyncio.gather(c.submit("x"), c.submit("y"), return_exceptions=True)
+
+    # No caller gets a neighbour's result: both fail, not only the one left without a result.
+    assert [type(r) for r in run(main())] == [ValueError, ValueError]
+
+
+def test_batch_tasks_are_referenced_until_they_finish():
+    async def main():
+        gate = asyncio.Event()
+
+        async def fn(items):
+            await gate.wait()
+            return items
+
+        c = Coalescer(fn, size=lambda i: 1, max_batch_size=1, batch_wait_timeout_s=0.0, max_concurrent_batches=2)
+        tasks = [asyncio.create_task(c.submit(i)) for i in range(2)]
+        await asyncio.sleep(0.01)
+        held = len(c._tasks)
+        gate.set()
+        return held, await asyncio.gather(*tasks), len(c._tasks)
+
+    # The event loop holds tasks weakly: the coalescer keeps the running ones alive.
+    assert run(main()) == (2, [0, 1], 0)
+
+
+def test_a_dead_loop_fails_the_waiting_requests_and_restarts(caplog):
+    broken = True
+
+    def observe_wait(_seconds):
+        if broken:
+            raise RuntimeError("a bug in the loop")
+
+    async def fn(items):
+        await asyncio.sleep(0.01)
+        return items
+
+    async def main():
+        nonlocal broken
+        c = Coalescer(fn, size=lambda i: 1, max_batch_size=1, batch_wait_timeout_s=0.0, observe_wait=observe_wait)
+        # The loop dies forming the first batch, with the rest still queued.
+        first = await asyncio.gather(*(c.submit(i) for i in range(3)), return_exceptions=True)
+        broken = False
+        return first, await asyncio.gather(c.submit("again"), c.submit("and again"))
+
+    with caplog.at_level(logging.ERROR, logger="ray.serve"):
+        failed, later = run(main())
+    assert [str(e) for e in failed] == ["a bug in the loop"] * 3
+    assert later == ["again", "and again"]
+    assert "the batching loop died; 3 waiting requests failed" in caplog.text

@@ -4,6 +4,7 @@ import pytest
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
+from app.builder import Classifier, Ingress, Postprocessor, Tokenizer, config_options
 from app.config import AppArgs, IngressConfig, ModelConfig
 from train.config import ConfigError, load_config
 
@@ -52,12 +53,25 @@ def test_serve_configs_pass_every_reader(name):
 
 
 def test_default_graph_fits_two_cores():
-    app = yaml.safe_load((ROOT / "serve_config.yaml").read_text())["applications"][0]
-    # Every replica that runs while idle holds its CPU share: min_replicas of each deployment (at
-    # least one: a request needs every stage), or num_replicas without autoscaling.
-    replicas = [max(1, d["autoscaling_config"].get("min_replicas", 1)) if "autoscaling_config" in d
-                else d.get("num_replicas", 1) for d in app["deployments"]]
-    assert sum(n * d["ray_actor_options"]["num_cpus"] for n, d in zip(replicas, app["deployments"])) <= 2
+    # At its minimum replicas, as it starts (the integration tests' clusters have 2 CPUs too).
+    options = config_options()
+    cpus = sum(o["ray_actor_options"]["num_cpus"] * o["autoscaling_config"]["min_replicas"] for o in options.values())
+    assert cpus <= 2
+
+
+def test_serve_config_is_the_one_home_of_serving_tunables():
+    options = config_options()
+    # No deployment option is set in code (a decorator value would be a second home) ...
+    for deployment in (Ingress, Tokenizer, Classifier, Postprocessor):
+        assert deployment._deployment_config.user_configured_option_names == set(), deployment.name
+        assert options[deployment.name]["ray_actor_options"]["num_cpus"] > 0
+    # ... and serve_config.yaml spells out every user_config field and request limit.
+    for name, reader in USER_CONFIGS.items():
+        assert set(options[name]["user_config"]) == set(reader.model_fields), name
+    (app,) = yaml.safe_load((ROOT / "serve_config.yaml").read_text())["applications"]
+    limits = {"max_items", "max_text_chars", "max_body_bytes", "max_request_tokens", "max_in_flight",
+              "rate_limit_per_s", "rate_limit_burst", "request_log_sample_rate"}
+    assert limits <= set(app["args"])
 
 
 def test_user_config_readers_reject_unknown_and_bad_values():
@@ -67,3 +81,11 @@ def test_user_config_readers_reject_unknown_and_bad_values():
         IngressConfig.read({"max_batch_texts": 0}, "Ingress")
     with pytest.raises(ValueError, match="args: max_itms"):
         AppArgs.read({"max_itms": 3}, "args")
+
+
+def test_token_cap_can_fire_with_the_default_recipe():
+    # A full request of texts at the default recipe's max_length holds more than the cap: the
+    # cap is a real limit, not one that max_items and max_length already enforce.
+    (app,) = yaml.safe_load((ROOT / "serve_config.yaml").read_text())["applications"]
+    for args in (AppArgs(), AppArgs.read(app["args"], "args")):
+        assert args.max_items * load_config("default").max_length > args.max_request_tokens
