@@ -14,7 +14,9 @@ class Postprocessor:
         info = load_info(model, verify_key_file)
         self.labels, self.multi_label = info.labels, info.multi_label
 
-    def run(self, logits: np.ndarray, top_k: list[int | None]) -> list[dict]:
+    # async: a softmax over a batch takes microseconds; Serve's thread-pool hand-off for a sync
+    # method took far longer (bench/flame, issue #11).
+    async def run(self, logits: np.ndarray, top_k: list[int | None]) -> list[dict]:
         return predictions(logits, self.labels, top_k, self.multi_label)
 
     def ping(self) -> bool:

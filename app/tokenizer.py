@@ -16,7 +16,9 @@ class Tokenizer:
         self.tokenizer = load_tokenizer(info)
         self.max_length = info.max_length
 
-    def encode(self, texts: list[str]) -> dict[str, np.ndarray]:
+    # async: Serve runs a sync method in a thread pool, and the hand-off cost more CPU per call
+    # than tokenizing a coalesced batch of short texts (bench/flame, issue #11).
+    async def encode(self, texts: list[str]) -> dict[str, np.ndarray]:
         return encode(self.tokenizer, texts, self.max_length)
 
     def ping(self) -> bool:
