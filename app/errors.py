@@ -1,6 +1,7 @@
 """One error hierarchy, one status table, one JSON body: {"error": {"type": ..., "message": ...}}."""
 from __future__ import annotations
 
+import json
 import logging
 import traceback
 
@@ -71,13 +72,27 @@ _HTTP_STATUS = {404: NotFound, 405: MethodNotAllowed}
 STATUS_TABLE = {cls.type: cls.status for cls in ApiError.__subclasses__()} | {ApiError.type: ApiError.status}
 
 
-def error_response(err: ApiError, headers: dict | None = None) -> JSONResponse:
-    headers = dict(headers or {})
+def _headers(err: ApiError) -> dict[str, str]:
+    headers = {}
     if err.retry_after:
         headers["Retry-After"] = str(err.retry_after)
     if err.status == 401:
         headers["WWW-Authenticate"] = "Bearer"
-    return JSONResponse({"error": {"type": err.type, "message": err.message}}, status_code=err.status, headers=headers)
+    return headers
+
+
+def _body(err: ApiError) -> dict:
+    return {"error": {"type": err.type, "message": err.message}}
+
+
+def error_response(err: ApiError, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse(_body(err), status_code=err.status, headers=dict(headers or {}) | _headers(err))
+
+
+def render(err: ApiError) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """(status, raw ASGI headers, body bytes): the same answer as error_response, for app/http.py."""
+    headers = [(k.lower().encode(), v.encode()) for k, v in _headers(err).items()]
+    return err.status, headers, json.dumps(_body(err), separators=(",", ":")).encode()
 
 
 async def handle_api_error(_: Request, err: ApiError) -> JSONResponse:

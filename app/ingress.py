@@ -30,6 +30,7 @@ from app.config import AppArgs, IngressConfig
 from app.errors import (
     Forbidden, InvalidJSON, NotReady, Overloaded, PayloadTooLarge, RateLimited, Unauthorized, ValidationFailed,
 )
+from app.http import HotRoutes, header, read_body
 from app.keys import KeyStore
 from app.limits import TokenBuckets, retry_after
 from app.redact import redact
@@ -95,10 +96,10 @@ class Ingress:
         self.coalescer.configure(config.max_batch_texts, config.batch_wait_timeout_s, config.max_concurrent_batches)
 
     # ----- protection -----
-    def _authorize(self, request: Request, scope: str) -> None:
+    def _authorize(self, authorization: str | None, scope: str) -> None:
         if self.keys is None:
             return
-        scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+        scheme, _, presented = (authorization or "").partition(" ")
         key = self.keys.lookup(presented.strip()) if scheme.lower() == "bearer" and presented else None
         if key is None:  # one message for absent, unknown and revoked keys
             raise Unauthorized("a valid API key is required (Authorization: Bearer <key>)")
@@ -195,16 +196,7 @@ class Ingress:
                 raise result
         return results[0] if whole else [p for result in results for p in result]
 
-    async def _read_body(self, request: Request) -> ClassifyRequest:
-        limit = self.args.max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
-            raise PayloadTooLarge(f"the body may hold at most {limit} bytes; got {declared}")
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                raise PayloadTooLarge(f"the body may hold at most {limit} bytes")
+    def _parse(self, body: bytes) -> ClassifyRequest:
         try:
             data = json.loads(body)
         except (ValueError, RecursionError):
@@ -226,22 +218,21 @@ class Ingress:
         return parsed
 
     # ----- routes -----
-    @api.post(
-        "/v1/classify",
-        response_model=ClassifyResponse,
-        responses=ERROR_RESPONSES,
-        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-            "schema": ClassifyRequest.model_json_schema()}}}},
-    )
-    async def classify(self, request: Request) -> dict:
+    def __serve_build_asgi_app__(self):
+        # Serve calls this after __init__ and serves what it returns. POST /v1/classify, the route
+        # that carries traffic, skips FastAPI's layers (see app/http.py); `self.app` is the FastAPI
+        # app that @serve.ingress bound to this replica, and it keeps every other route.
+        return HotRoutes(self.app, {("POST", "/v1/classify"): self._classify_http})
+
+    async def _classify_http(self, scope: dict, receive) -> dict:
         self.stats["requests"] += 1
         try:
-            self._authorize(request, "classify")
+            self._authorize(header(scope, b"authorization"), "classify")
             if self.in_flight >= self.args.max_in_flight:
                 raise Overloaded(f"this replica holds {self.in_flight} requests; retry shortly")
             self.in_flight += 1
             try:
-                body = await self._read_body(request)
+                body = self._parse(await read_body(scope, receive, self.args.max_body_bytes))
                 if self.args.request_log_sample_rate and random.random() < self.args.request_log_sample_rate:
                     log.info("sampled request (masked): %s", [redact(t[:500]) for t in body.items])
                 preds = await self._classify(Job(body.items, body.top_k, body.truncate))
@@ -257,9 +248,21 @@ class Ingress:
             "usage": {"tokens": sum(p["tokens"] for p in preds)},
         }
 
+    @api.post(
+        "/v1/classify",
+        response_model=ClassifyResponse,
+        responses=ERROR_RESPONSES,
+        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+            "schema": ClassifyRequest.model_json_schema()}}}},
+    )
+    async def classify(self, request: Request) -> dict:
+        """Classify one text or several. (Served by __serve_build_asgi_app__'s hot route; declared
+        here so the OpenAPI document describes it from the same schemas.)"""
+        return await self._classify_http(request.scope, request.receive)
+
     @api.get("/v1/model", response_model=ModelInfo, responses=ERROR_RESPONSES)
     async def model_info(self, request: Request) -> dict:
-        self._authorize(request, "admin")
+        self._authorize(request.headers.get("authorization"), "admin")
         return {
             "name": self.args.name, "version": self.info.version[:16], "labels": self.info.labels,
             "multi_label": self.info.multi_label, "max_length": self.info.max_length,
@@ -269,7 +272,7 @@ class Ingress:
     @api.get("/v1/stats", responses=ERROR_RESPONSES)
     async def stats(self, request: Request) -> dict:
         """Counters of this ingress replica and the classifier replicas: shows how requests coalesce."""
-        self._authorize(request, "admin")
+        self._authorize(request.headers.get("authorization"), "admin")
         # Serve has no broadcast: calls are repeated (the router picks between replicas at random
         # when they are idle) until every running replica answered, and the answers are summed.
         running = await asyncio.to_thread(self._running_classifiers)  # serve.status() blocks
@@ -293,12 +296,12 @@ class Ingress:
 
     @api.get("/openapi.json", include_in_schema=False)
     async def openapi(self, request: Request) -> dict:
-        self._authorize(request, "classify")
+        self._authorize(request.headers.get("authorization"), "classify")
         return api.openapi()
 
     @api.get("/docs", include_in_schema=False)
     async def docs(self, request: Request):
-        self._authorize(request, "classify")
+        self._authorize(request.headers.get("authorization"), "classify")
         return get_swagger_ui_html(openapi_url="/openapi.json", title=api.title)
 
     @api.get("/healthz")
