@@ -31,8 +31,9 @@ models/demo/model/manifest.json: data/rotten_tomatoes.csv
 
 train: models/demo/model/manifest.json
 
-# Stop with Ctrl-C: serve run then shuts the graph, HAProxy and its local Ray down. An HAProxy
-# that Ray's shutdown missed would keep the port, so orphans are stopped first (app/haproxy.py).
+# Stop with Ctrl-C: serve run then shuts the graph, HAProxy and its local Ray down, in under 10 s
+# (tests/e2e/test_stop.py; app/serve.env says why it once took 33 s). An HAProxy that a SIGTERM
+# or a failed shutdown left would keep the port, so orphans are stopped first (app/haproxy.py).
 serve: train
 	$(PY) -m app.haproxy reap
 	env $(SERVE_ENV) $(VENV)/bin/serve run serve_config.yaml

@@ -6,45 +6,29 @@ import re
 import signal
 import socket
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import requests
 import yaml
 
 from app.haproxy import wait_port_closed
-from app.serve_configs import serve_env
-from tests.conftest import ROOT, free_port, make_artifact, wait_ready
+from tests.conftest import make_artifact, wait_ready
+from tests.e2e.launch import SERVE, serve_run
 
 pytestmark = pytest.mark.slow
-SERVE = Path(sys.executable).parent / "serve"
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("e2e")
     artifact = make_artifact(tmp / "minilm", max_length=64)  # the packaged weights, an untrained head
-    config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
-    port = free_port()
-    config["http_options"]["port"] = port
-    config["applications"][0]["args"]["model"] = str(artifact)
-    path = tmp / "serve_config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    # Loopback only: without this, Ray binds its services to the machine's interface address.
-    # HAProxy's stats and metrics ports are moved off their fixed defaults so a run never collides.
-    env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", **serve_env(),
-               RAY_SERVE_HAPROXY_STATS_PORT=str(free_port()), RAY_SERVE_HAPROXY_METRICS_PORT=str(free_port()))
     # Ray's first-choice dashboard port is held, as another cluster on the machine may hold it: Ray
     # moves on to a free port, and `serve status` below must address this cluster's own dashboard.
     held = socket.socket()
     with contextlib.suppress(OSError):  # already held by someone else: the same case
         held.bind(("127.0.0.1", 8265))
         held.listen()
-    log = open(tmp / "serve.log", "w")
-    proc = subprocess.Popen([str(SERVE), "run", str(path)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    proc, url, port, env = serve_run(tmp, artifact)
     try:
         wait_ready(url, proc)
         yield url, env, _dashboard(tmp / "serve.log")
@@ -54,7 +38,6 @@ def served(tmp_path_factory):
             proc.wait(60)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
         held.close()
     # An HAProxy that Ray's shutdown missed is reaped (app/haproxy.py), as `make serve` does.
     assert wait_port_closed(port), f"port {port} still answers after serve run stopped"
