@@ -57,27 +57,6 @@ def test_a_run_resumes_from_its_last_checkpoint(first_run):
     assert resumed["start_epoch"] == 3
 
 
-def test_a_directory_of_parquet_streams_through_ray_data(tmp_path):
-    import pandas as pd
-
-    from train.data import LABEL, TEXT, load_data
-
-    folder = tmp_path / "parquet"
-    folder.mkdir()
-    rows = [(f"text {i}", ["b", "a", "c"][i % 3]) for i in range(60)] + [("   ", "a")]
-    for part in range(3):  # a dataset split over files, as exported by Spark or Ray Data
-        pd.DataFrame(rows[part::3], columns=["review", "stars"]).to_parquet(folder / f"part-{part}.parquet")
-    cfg = load_config("tiny", {"data": str(folder), "text_column": "review", "label_column": "stars"})
-    data = load_data(cfg)
-    assert data.labels == ["a", "b", "c"] and data.dropped_blank == 1
-    assert data.n_train + data.n_val == 60 and data.n_val > 0
-    seen = data.train.take_all() + data.val.take_all()
-    assert sorted(r[TEXT] for r in seen) == sorted(t for t, _ in rows[:60])
-    assert all(data.labels[r[LABEL]] == dict(rows)[r[TEXT]] for r in seen)
-    with pytest.raises(Exception, match="no text column 'text'; columns are: review, stars"):
-        load_data(load_config("tiny", {"data": str(folder)}))
-
-
 def _registered_checkpoint(run_dir: Path) -> bool:
     try:
         snapshot = json.loads((run_dir / "checkpoint_manager_snapshot.json").read_text())
