@@ -70,8 +70,9 @@ def read(path: str, text_column: str, label_column: str):
     ds = _readers()[fmt](path)
     try:
         columns = ds.schema().names
-    except ValueError as err:  # a RayTaskError(ValueError) carrying the reader's traceback
-        raise DataError(f"{path}: cannot be read as {fmt[1:]}: {str(err).strip().splitlines()[-1]}") from None
+    except ValueError as err:  # a RayTaskError(ValueError): its cause is the reader's own error
+        cause = str(getattr(err, "cause", err)).strip().splitlines()
+        raise DataError(f"{path}: cannot be read as {fmt[1:]}: {cause[0] if cause else type(err).__name__}") from None
     check_columns(columns, path, text_column, label_column)
     return ds.select_columns([text_column, label_column])
 

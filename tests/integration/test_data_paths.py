@@ -1,20 +1,55 @@
 """The same rows through both data paths: a local file (pandas) and a directory or URI (Ray Data)
 must give the same labels, row counts and errors."""
+import os
 import shutil
+import subprocess
+import sys
+import time
 from collections import Counter
+from pathlib import Path
 
 import pandas as pd
 import pytest
 import ray
 
+from tests.conftest import free_port
 from train.config import TrainConfig
 from train.data import LABEL, TEXT, DataError, load_data
 
 pytestmark = pytest.mark.slow
+BUCKET = "data"
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """A real S3-compatible server (moto) on loopback; its settings are in the environment before
+    ray.init, so Ray Data's readers inherit them."""
+    import boto3
+
+    port = free_port()
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+           "AWS_DEFAULT_REGION": "us-east-1"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        for _ in range(100):
+            try:
+                boto3.client("s3").create_bucket(Bucket=BUCKET)
+                break
+            except Exception:  # noqa: BLE001 - the server is still starting
+                time.sleep(0.1)
+        yield boto3.client("s3")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        for key, value in saved.items():
+            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
 
 
 @pytest.fixture(scope="module", autouse=True)
-def ray_cluster():
+def ray_cluster(s3):
     from ray.data import DataContext
 
     ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", configure_logging=False,
@@ -38,6 +73,8 @@ def write(path, frame):
 
 def summary(data) -> dict:
     train, val = data.train.take_all(), data.val.take_all()
+    # The distributed path derives its counts from class counts; they must be the rows delivered.
+    assert (len(train), len(val)) == (data.n_train, data.n_val)
     return {
         "labels": data.labels, "n_train": data.n_train, "n_val": data.n_val, "dropped": data.dropped_blank,
         "rows": sorted((r[TEXT], data.labels[r[LABEL]]) for r in train + val),
@@ -138,6 +175,7 @@ def test_validation_data_is_cleaned_like_training_data(tmp_path):
     ("d.csv", "text,label\na,pos\nb,pos\n", r"single class \['pos'\]"),
     ("d.csv", "review,label\nx,1\ny,2\n", r"no text column 'text'; columns are: review, label"),
     ("d.csv", "text,label\n ,a\n,b\n", r"every text in column 'text' is blank"),
+    ("d.csv", 'text,label\n"a,1\nb,2,3\n', r"cannot be read as csv"),
 ])
 def test_bad_data_fails_the_same_way(tmp_path, name, content, match):
     both_fail(tmp_path, name, content, match)
@@ -163,6 +201,22 @@ def test_a_file_uri_reads_like_the_file(tmp_path):
     path = write(tmp_path / "d.csv", frame)
     local = summary(load_data(TrainConfig(data=str(path))))
     assert summary(load_data(TrainConfig(data=path.as_uri()))) == local
+
+
+def test_an_s3_prefix_reads_like_the_file(tmp_path, s3):
+    frame = pd.DataFrame({"text": TEXTS, "label": [float(i % 2) for i in range(40)]})
+    path = write(tmp_path / "d.csv", frame)
+    for part in range(2):  # a prefix of parts, as a pipeline exports them
+        s3.put_object(Bucket=BUCKET, Key=f"reviews/part-{part}.csv", Body=frame[part::2].to_csv(index=False))
+    s3.put_object(Bucket=BUCKET, Key="reviews/_SUCCESS", Body=b"")
+    local = summary(load_data(TrainConfig(data=str(path))))
+    assert local["labels"] == ["0", "1"]
+    assert summary(load_data(TrainConfig(data=f"s3://{BUCKET}/reviews"))) == local
+    s3.put_object(Bucket=BUCKET, Key="bad/part-0.csv", Body="text,label\ngood,pos\nbad,\nfine,neg\n")
+    with pytest.raises(DataError, match=r"s3://data/bad: column 'label' is empty in 1 row\(s\)"):
+        load_data(TrainConfig(data=f"s3://{BUCKET}/bad"))
+    with pytest.raises(DataError, match="does not exist"):
+        load_data(TrainConfig(data=f"s3://{BUCKET}/nothing-here"))
 
 
 def test_a_directory_of_parts_with_bookkeeping_files(tmp_path):
@@ -192,3 +246,18 @@ def test_a_directory_without_data_files_is_refused(tmp_path):
         load_data(TrainConfig(data=str(tmp_path)))
     with pytest.raises(DataError, match="does not exist"):
         load_data(TrainConfig(data=(tmp_path / "missing").as_uri()))
+
+
+def test_a_run_name_is_looked_up_on_s3(s3, sentiment_csv):
+    # --run-name and --resume read OUTPUT/ray_train/NAME/train_config.json; a missing one on S3
+    # must read as "no such run", as a missing local file does.
+    from train.config import load_config
+    from train.run import check_rerun, saved_config
+
+    assert saved_config(f"s3://{BUCKET}/out", "nightly") is None
+    cfg = load_config("tiny", {"data": str(sentiment_csv)})
+    s3.put_object(Bucket=BUCKET, Key="out/ray_train/nightly/train_config.json", Body=cfg.model_dump_json())
+    assert saved_config(f"s3://{BUCKET}/out", "nightly") == cfg
+    check_rerun(cfg, f"s3://{BUCKET}/out", "nightly")
+    with pytest.raises(ValueError, match="epochs: 6 -> 7"):
+        check_rerun(cfg.model_copy(update={"epochs": 7}), f"s3://{BUCKET}/out", "nightly")
