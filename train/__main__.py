@@ -10,11 +10,22 @@ from train.artifact import ArtifactError
 from train.config import ConfigError, load_config
 from train.data import DataError
 
+# The flags that set the run's configuration; --resume takes them from the run it continues.
+CONFIG_FLAGS = ("config", "data", "val_data", "text_column", "label_column", "epochs", "num_workers", "use_gpu",
+                "base_model", "max_length", "max_train_rows")
+
+
+def run_name(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", value):
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: use 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit")
+    return value
+
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m train", description=__doc__)
-    p.add_argument("--config", default="default", help="preset name in train/configs (tiny, default, gpu) or a YAML path")
-    p.add_argument("--data", help="training data: a file, a directory of Parquet/CSV, or an s3://, gs:// URI")
+    p.add_argument("--config", help="preset name in train/configs (tiny, default, gpu) or a YAML path (default: default)")
+    p.add_argument("--data", help="training data: a file, a directory of such files, or an s3://, gs:// URI")
     p.add_argument("--val-data", help="validation data (default: a seeded stratified split of --data)")
     p.add_argument("--text-column", help="column holding the texts (default from the preset: text)")
     p.add_argument("--label-column", help="column holding the labels (default from the preset: label)")
@@ -25,39 +36,35 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--base-model", help="Hugging Face name or local path (default: the packaged all-MiniLM-L6-v2)")
     p.add_argument("--max-length", type=int, help="tokens per text; longer texts are truncated")
     p.add_argument("--max-train-rows", type=int, help="train on a seeded sample of this many rows")
-    runs = p.add_mutually_exclusive_group()
-    runs.add_argument("--resume", action="store_true", help="continue the latest run under OUTPUT from its last checkpoint")
-    runs.add_argument("--run-name", type=_run_name,
-                      help="run-NAME under OUTPUT/ray_train; if it exists, it continues from its last checkpoint "
-                           "(a retried job resumes instead of starting over)")
+    p.add_argument("--run-name", type=run_name, help="name the run (OUTPUT/ray_train/NAME); started again with the "
+                   "same name and settings, it resumes from its last checkpoint (default: run-DATE-TIME, a new run)")
+    p.add_argument("--resume", action="store_true", help="continue the latest run under OUTPUT (or --run-name's) from "
+                   "its last checkpoint, with the settings it was started with")
     return p
 
 
-def _run_name(value: str) -> str:
-    # `--resume` finds runs by this prefix; the rest becomes a directory name in storage.
-    if not re.fullmatch(r"run-[A-Za-z0-9._-]+", value):
-        raise argparse.ArgumentTypeError(f"expected run-NAME (letters, digits, . _ -), got {value!r}")
-    return value
-
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    given = [f"--{name.replace('_', '-')}" for name in CONFIG_FLAGS if getattr(args, name) is not None]
+    if args.resume and given:
+        p.error(f"--resume continues a run with the settings saved when it started "
+                f"(OUTPUT/ray_train/RUN/train_config.json) and takes no {', '.join(given)}; "
+                f"to change them, start a new run (without --resume, under another --output or --run-name)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     log = logging.getLogger("train")
-    from train.run import fit, resume_config
+    from train.run import check_rerun, fit, resume_config
 
     try:
         if args.resume:
-            cfg, run_name = resume_config(args.output)
+            cfg, name = resume_config(args.output, args.run_name)
         else:
-            overrides = {
-                "data": args.data, "val_data": args.val_data, "text_column": args.text_column,
-                "label_column": args.label_column, "epochs": args.epochs, "num_workers": args.num_workers,
-                "use_gpu": args.use_gpu, "base_model": args.base_model, "max_length": args.max_length,
-                "max_train_rows": args.max_train_rows,
-            }
-            cfg, run_name = load_config(args.config, overrides), args.run_name
-        path, version, summary = fit(cfg, args.output, run_name)
+            overrides = {flag: getattr(args, flag) for flag in CONFIG_FLAGS if flag != "config"}
+            cfg, name = load_config(args.config or "default", overrides), args.run_name
+            if name:
+                check_rerun(cfg, args.output, name)
+        path, version, summary = fit(cfg, args.output, name)
     except (ConfigError, DataError, ArtifactError, FileNotFoundError) as err:
         log.error("%s", err)
         return 2

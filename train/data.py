@@ -1,8 +1,9 @@
 """Labelled text data: read, check, clean, split and hand to Ray Data.
 
 Local files are read with pandas so that errors can name the file, column and row. Directories and
-URIs (s3://, gs://, file://) go straight to `ray.data`, so data larger than memory streams to the
-workers as shards and is never gathered in one process.
+URIs (s3://, gs://, file://) go to `ray.data` (train/data_distributed.py), so data larger than
+memory is never gathered in one process; both paths apply the rules defined here, so the same rows
+give the same labels, counts and errors either way.
 """
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ def is_remote_or_dir(path: str) -> bool:
     return "://" in path or Path(path).is_dir()
 
 
-def _format_of(path: Path) -> str:
+def format_of(path: Path) -> str:
     suffixes = [s.lower() for s in path.suffixes]
     if suffixes and suffixes[-1] in COMPRESSIONS:
         suffixes = suffixes[:-1]
@@ -54,7 +55,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: file does not exist")
-    fmt = _format_of(path)
+    fmt = format_of(path)
     if fmt not in READERS:
         raise DataError(f"{path}: unknown format {fmt or '(no suffix)'!r}; use one of {', '.join(READERS)}")
     try:
@@ -68,35 +69,50 @@ def read_table(path: str | Path) -> pd.DataFrame:
     return frame
 
 
-def _check_columns(columns: list[str], source: str, text_column: str, label_column: str) -> None:
+def check_columns(columns: list[str], source: str, text_column: str, label_column: str) -> None:
     for name, role in ((text_column, "text"), (label_column, "label")):
         if name not in columns:
             raise DataError(f"{source}: no {role} column {name!r}; columns are: {', '.join(map(str, columns))}")
 
 
-def _label_strings(labels: pd.Series) -> pd.Series:
-    # Integer labels read through a float column (NaN elsewhere) must not become "1.0".
-    if pd.api.types.is_float_dtype(labels) and np.all(np.mod(labels, 1) == 0):
+def is_blank(values: pd.Series) -> pd.Series:
+    return values.isna() | (values.astype(str).str.strip() == "")
+
+
+def fractional(labels: pd.Series) -> bool:
+    """Whether a float label column holds a non-integer value (its labels then keep their decimals)."""
+    if not pd.api.types.is_float_dtype(labels):
+        return False
+    return bool(np.any(np.mod(labels.dropna().to_numpy(dtype="float64"), 1) != 0))  # Arrow-backed too
+
+
+def label_strings(labels: pd.Series, any_fractional: bool) -> pd.Series:
+    # Integer labels read through a float column (NaN elsewhere) must not become "1.0"; whether a
+    # column is integer is decided over all of it (any_fractional), not row by row.
+    if pd.api.types.is_float_dtype(labels) and not any_fractional:
         labels = labels.astype("int64")
     return labels.astype(str).str.strip()
 
 
 def clean(frame: pd.DataFrame, source: str, text_column: str, label_column: str, drop_blank: bool):
     """Return (frame with columns text/label as str, number of blank-text rows dropped)."""
-    _check_columns(list(frame.columns), source, text_column, label_column)
+    check_columns(list(frame.columns), source, text_column, label_column)
     texts, labels = frame[text_column], frame[label_column]
-    missing_label = labels.isna() | (labels.astype(str).str.strip() == "")
+    missing_label = is_blank(labels)
     if missing_label.any():
         rows = (np.flatnonzero(missing_label.to_numpy()) + 1)[:5].tolist()
         raise DataError(f"{source}: column {label_column!r} is empty in data row(s) {rows} (1-based, header excluded)")
-    blank = texts.isna() | (texts.astype(str).str.strip() == "")
+    blank = is_blank(texts)
     if blank.any() and not drop_blank:
         rows = (np.flatnonzero(blank.to_numpy()) + 1)[:5].tolist()
         raise DataError(f"{source}: column {text_column!r} is blank in data row(s) {rows} (1-based, header excluded)")
     if blank.all():
         raise DataError(f"{source}: every text in column {text_column!r} is blank")
     kept = frame.loc[~blank]
-    out = pd.DataFrame({"text": kept[text_column].astype(str), "label": _label_strings(kept[label_column])})
+    out = pd.DataFrame({
+        "text": kept[text_column].astype(str),
+        "label": label_strings(kept[label_column], fractional(kept[label_column])),
+    })
     if blank.any():
         log.warning("%s: dropped %d row(s) with a blank %r", source, int(blank.sum()), text_column)
     return out.reset_index(drop=True), int(blank.sum())
@@ -125,28 +141,31 @@ def check_val_labels(val: pd.DataFrame, labels: list[str], source: str, label_co
         )
 
 
+def val_rows(n: int, fraction: float) -> int:
+    """Validation rows held out of a class of n rows: its share, at least one, never all of them."""
+    return 0 if n < 2 else min(n - 1, max(1, round(n * fraction)))
+
+
 def stratified_split(frame: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Seeded split keeping each class's share; every class with 2+ rows gets 1+ validation rows."""
     rng = np.random.default_rng(seed)
     val_idx = []
     for _, idx in frame.groupby("label", sort=True).indices.items():
-        if len(idx) < 2:
-            continue
-        take = min(len(idx) - 1, max(1, round(len(idx) * fraction)))
-        val_idx.extend(rng.choice(idx, size=take, replace=False).tolist())
+        if take := val_rows(len(idx), fraction):  # a single-row class draws nothing from rng
+            val_idx.extend(rng.choice(idx, size=take, replace=False).tolist())
     is_val = np.zeros(len(frame), dtype=bool)
     is_val[val_idx] = True
     return frame.loc[~is_val].reset_index(drop=True), frame.loc[is_val].reset_index(drop=True)
 
 
-def _to_ray(frame: pd.DataFrame, labels: list[str]):
-    import ray.data
-
+def encode_labels(frame: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
+    """Rows as the workers read them: the text and the label's index in labels."""
     ids = frame["label"].map({label: i for i, label in enumerate(labels)}).astype("int64")
-    return ray.data.from_pandas(pd.DataFrame({TEXT: frame["text"].to_numpy(), LABEL: ids.to_numpy()}))
+    return pd.DataFrame({TEXT: frame["text"].to_numpy(), LABEL: ids.to_numpy()})
 
 
-def load_local(cfg) -> LabelledData:
+def prepare_local(cfg) -> tuple[pd.DataFrame, pd.DataFrame, list[str], int]:
+    """(train rows, validation rows, labels, blank rows dropped) of a local file, in pandas."""
     train, dropped = clean(read_table(cfg.data), cfg.data, cfg.text_column, cfg.label_column, cfg.drop_blank)
     if cfg.max_train_rows and len(train) > cfg.max_train_rows:
         train = train.sample(n=cfg.max_train_rows, random_state=cfg.seed).reset_index(drop=True)
@@ -160,59 +179,22 @@ def load_local(cfg) -> LabelledData:
         dropped += dropped_val
     else:
         train, val = stratified_split(train, cfg.val_fraction, cfg.seed)
-    return LabelledData(_to_ray(train, labels), _to_ray(val, labels), labels, len(train), len(val), dropped)
+    return train, val, labels, dropped
 
 
-def _read_ray(path: str, text_column: str, label_column: str):
-    import pyarrow.csv
+def load_local(cfg) -> LabelledData:
     import ray.data
 
-    fmt = _format_of(Path(path.rstrip("/")))
-    if fmt == ".tsv":
-        ds = ray.data.read_csv(path, parse_options=pyarrow.csv.ParseOptions(delimiter="\t"))
-    elif fmt == ".csv":
-        ds = ray.data.read_csv(path)
-    else:  # a directory or URI of Parquet files, the format that scales
-        ds = ray.data.read_parquet(path)
-    _check_columns(ds.schema().names, path, text_column, label_column)
-    return ds.select_columns([text_column, label_column])
-
-
-def load_distributed(cfg) -> LabelledData:
-    """Directories and URIs: labels and counts come from Ray Data aggregations, rows stay sharded."""
-    ds = _read_ray(cfg.data, cfg.text_column, cfg.label_column)
-    total = ds.count()
-    ds = ds.filter(lambda row: row[cfg.text_column] is not None and str(row[cfg.text_column]).strip() != "")
-    kept = ds.count()
-    if kept == 0:
-        raise DataError(f"{cfg.data}: every text in column {cfg.text_column!r} is blank")
-    if kept < total and not cfg.drop_blank:
-        raise DataError(f"{cfg.data}: {total - kept} row(s) have a blank {cfg.text_column!r}")
-    labels = label_list(str(v).strip() for v in ds.unique(cfg.label_column))
-    check_classes(labels, cfg.data, cfg.label_column)
-    if cfg.val_data:
-        val = _read_ray(cfg.val_data, cfg.text_column, cfg.label_column)
-        unseen = sorted({str(v).strip() for v in val.unique(cfg.label_column)} - set(labels))
-        if unseen:
-            raise DataError(f"{cfg.val_data}: labels {unseen} never occur in the training data; training labels: {labels}")
-        train = ds
-    else:
-        train, val = ds.train_test_split(test_size=cfg.val_fraction, shuffle=True, seed=cfg.seed)
-    index = {label: i for i, label in enumerate(labels)}
-    text_col, label_col = cfg.text_column, cfg.label_column
-
-    def encode(batch: pd.DataFrame) -> pd.DataFrame:
-        return pd.DataFrame({
-            TEXT: batch[text_col].astype(str).to_numpy(),
-            LABEL: batch[label_col].astype(str).str.strip().map(index).astype("int64").to_numpy(),
-        })
-
-    train = train.map_batches(encode, batch_format="pandas")
-    val = val.map_batches(encode, batch_format="pandas")
-    return LabelledData(train, val, labels, train.count(), val.count(), total - kept)
+    train, val, labels, dropped = prepare_local(cfg)
+    return LabelledData(ray.data.from_pandas(encode_labels(train, labels)),
+                        ray.data.from_pandas(encode_labels(val, labels)), labels, len(train), len(val), dropped)
 
 
 def load_data(cfg) -> LabelledData:
     if not cfg.data:
         raise DataError("no training data given (--data PATH)")
-    return load_distributed(cfg) if is_remote_or_dir(cfg.data) else load_local(cfg)
+    if is_remote_or_dir(cfg.data) or (cfg.val_data and is_remote_or_dir(cfg.val_data)):
+        from train.data_distributed import load_distributed
+
+        return load_distributed(cfg)
+    return load_local(cfg)

@@ -13,22 +13,33 @@ from pathlib import Path
 
 import numpy as np
 
+from app import compute  # Ray-free: the stages' functions, not the Serve deployments
+from app.config import ModelConfig
 from train.artifact import ArtifactError, load_model, load_tokenizer, read_info
 from train.data import DataError, check_val_labels, clean, read_table
 from train.metrics import confusion, scores
+from train.model import mixed_precision
 
 log = logging.getLogger("train.evaluate")
 
 
-def predict(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 64) -> np.ndarray:
+def predict(info, texts: list[str], batch_size: int = 256) -> list[str]:
+    """The label serving answers for each text: the Tokenizer, Classifier and Postprocessor stages'
+    own functions (app/compute.py, Ray-free), on the device and with the batching a replica uses."""
     import torch
 
+    replica = ModelConfig()  # the Classifier's forward-pass limits, as a replica starts with them
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model, tokenizer = load_model(info).to(device), load_tokenizer(info)
+    autocast, _ = mixed_precision(device)
     out = []
-    with torch.inference_mode():
-        for i in range(0, len(texts), batch_size):
-            enc = tokenizer(texts[i: i + batch_size], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-            out.append(model(**enc).logits.argmax(-1).numpy())
-    return np.concatenate(out)
+    for i in range(0, len(texts), batch_size):
+        enc = compute.encode(tokenizer, texts[i: i + batch_size], info.max_length)
+        logits, _ = compute.logits(model, enc, info.pad_token_id, device, autocast,
+                                   replica.max_batch_size, replica.max_batch_tokens)
+        top = compute.predictions(logits, info.labels, [1] * len(logits), info.multi_label)
+        out.extend(p["label"] for p in top)
+    return out
 
 
 def plot_confusion(matrix: np.ndarray, labels: list[str], path: Path) -> None:
@@ -61,9 +72,9 @@ def evaluate(model_dir: str, data: str, text_column: str, label_column: str, out
     info = read_info(model_dir)
     frame, _ = clean(read_table(data), data, text_column, label_column, drop_blank=True)
     check_val_labels(frame, info.labels, data, label_column)
-    model, tokenizer = load_model(info), load_tokenizer(info)
-    preds = predict(model, tokenizer, frame["text"].tolist(), info.max_length)
-    truth = frame["label"].map({label: i for i, label in enumerate(info.labels)}).to_numpy()
+    index = {label: i for i, label in enumerate(info.labels)}
+    preds = [index[label] for label in predict(info, frame["text"].tolist())]
+    truth = frame["label"].map(index).to_numpy()
     result = scores(confusion(truth, preds, len(info.labels)), info.labels)
     result["model_version"] = info.version
     out = Path(output)

@@ -16,7 +16,7 @@ from ray.train import Checkpoint
 from train.config import TrainConfig
 from train.data import LABEL, TEXT
 from train.metrics import confusion, scores
-from train.model import build, grad_scaler, mixed_precision, optimizer as adamw, train_step
+from train.model import build, grad_scaler, load_weights, mixed_precision, optimizer as adamw, train_step
 
 log = logging.getLogger("train")
 STATE = "train_state.pt"  # optimizer, scheduler and epoch; the weights travel as safetensors
@@ -72,11 +72,8 @@ def _restore(model, optimizer, scheduler) -> int:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         return 0
-    from safetensors.torch import load_file
-
     with checkpoint.as_directory() as directory:
-        unwrapped = model.module if hasattr(model, "module") else model
-        unwrapped.load_state_dict(load_file(Path(directory) / "model.safetensors"), strict=False)
+        load_weights(model.module if hasattr(model, "module") else model, Path(directory) / "model.safetensors")
         state = torch.load(Path(directory) / STATE, weights_only=True)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])

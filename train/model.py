@@ -50,6 +50,15 @@ def build(base_model: str, labels: list[str], random_init: dict | None = None):
     return model, tokenizer
 
 
+def load_weights(model, path) -> None:
+    """Load a checkpoint's safetensors weights into model, strictly: a checkpoint from another
+    architecture or label set fails here with the missing and unexpected keys named, instead of
+    resuming with some layers left at their initial values."""
+    from safetensors.torch import load_file
+
+    model.load_state_dict(load_file(path), strict=True)
+
+
 def grad_scaler(dtype):
     """A loss scaler for fp16 autocast (its gradients underflow without one); None otherwise."""
     import torch

@@ -9,27 +9,57 @@ from pathlib import Path
 
 from train import storage
 from train.artifact import export
-from train.config import TrainConfig, parse_config
+from train.config import ConfigError, TrainConfig, parse_config
 from train.data import load_data
 
 log = logging.getLogger("train")
 MODEL_DIR, RUNS_DIR = "model", "ray_train"  # inside --output: the artifact, and Ray Train's run storage
 
 
-def resume_config(output: str) -> tuple[TrainConfig, str]:
-    """The saved config and name of the latest run under OUTPUT, to continue it."""
-    runs = [name for name in storage.list_dirs(storage.join(output, RUNS_DIR)) if name.startswith("run-")]
-    if not runs:
-        raise FileNotFoundError(f"{storage.join(output, RUNS_DIR)}: no run to resume")
-    saved = storage.join(output, RUNS_DIR, runs[-1], "train_config.json")
-    return parse_config(json.loads(storage.read_bytes(saved)), source=saved), runs[-1]
+def saved_config(output: str, run_name: str) -> TrainConfig | None:
+    """The config run_name under OUTPUT was started with, or None when there is no such run."""
+    saved = storage.join(output, RUNS_DIR, run_name, "train_config.json")
+    try:
+        raw = storage.read_bytes(saved)
+    except FileNotFoundError:
+        return None
+    return parse_config(json.loads(raw), source=saved)
+
+
+def resume_config(output: str, run_name: str | None = None) -> tuple[TrainConfig, str]:
+    """The saved config and name of run_name, or of the latest run-DATE-TIME under OUTPUT, to continue it."""
+    runs = storage.list_dirs(storage.join(output, RUNS_DIR))
+    if run_name is None:
+        dated = [name for name in runs if name.startswith("run-")]  # their names sort by start time
+        if not dated:
+            raise FileNotFoundError(f"{storage.join(output, RUNS_DIR)}: no run to resume")
+        run_name = dated[-1]
+    cfg = saved_config(output, run_name)
+    if cfg is None:
+        raise FileNotFoundError(
+            f"{storage.join(output, RUNS_DIR)}: no run {run_name!r} to resume; runs: {', '.join(runs) or 'none'}")
+    return cfg, run_name
+
+
+def check_rerun(cfg: TrainConfig, output: str, run_name: str) -> None:
+    """A named run started again resumes from its checkpoints, which only fit the settings they were
+    trained with: refuse other settings, naming each one that changed."""
+    saved = saved_config(output, run_name)
+    if saved is None or saved == cfg:
+        return
+    changed = [f"{field}: {getattr(saved, field)!r} -> {getattr(cfg, field)!r}"
+               for field in TrainConfig.model_fields if getattr(saved, field) != getattr(cfg, field)]
+    raise ConfigError(
+        f"run {run_name!r} under {output} was started with other settings ({'; '.join(changed)}); "
+        f"started again, a run resumes with its own settings: give the same ones, or another --run-name"
+    )
 
 
 def fit(cfg: TrainConfig, output: str | Path, run_name: str | None = None) -> tuple[str, str, dict]:
     """Train with Ray Train and export the best checkpoint to OUTPUT/model; return (location, version, metrics).
 
     OUTPUT is a local directory or a storage URI (s3://, gs://). A run_name that exists under
-    OUTPUT/ray_train resumes that run from its last checkpoint.
+    OUTPUT/ray_train resumes that run from its last checkpoint (Ray Train restores it by name).
     """
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -39,6 +69,7 @@ def fit(cfg: TrainConfig, output: str | Path, run_name: str | None = None) -> tu
 
     output = str(output) if storage.is_uri(str(output)) else str(Path(output).resolve())
     run_name = run_name or time.strftime("run-%Y%m%d-%H%M%S")
+    earlier = set(storage.list_dirs(storage.join(output, RUNS_DIR, run_name)))  # checkpoints of earlier invocations
     storage.write_text(storage.join(output, RUNS_DIR, run_name, "train_config.json"), cfg.model_dump_json(indent=2))
 
     from ray.data import DataContext
@@ -82,8 +113,7 @@ def fit(cfg: TrainConfig, output: str | Path, run_name: str | None = None) -> tu
             "n_train": data.n_train,
             "n_val": data.n_val,
             "dropped_blank": data.dropped_blank,
-            # Epoch this invocation started from: > 0 when it resumed a run from a checkpoint.
-            "start_epoch": result.metrics["start_epoch"] if result.metrics else cfg.epochs,
+            "start_epoch": _start_epoch(result, earlier),
         }
         resolved = cfg.model_dump() | {"labels": data.labels, "run": run_name}
         target = storage.join(output, MODEL_DIR)
@@ -94,6 +124,14 @@ def fit(cfg: TrainConfig, output: str | Path, run_name: str | None = None) -> tu
         else:
             version = export(model, tokenizer, target, resolved, summary)
     return target, version, summary
+
+
+def _start_epoch(result, earlier: set[str]) -> int:
+    """The epoch this invocation started from: > 0 when it resumed a run from a checkpoint. Ray Train
+    reports the metrics of the run's latest checkpoint; when an earlier invocation wrote that one,
+    this invocation found every epoch done."""
+    latest = result.checkpoint.path.rstrip("/").rsplit("/", 1)[-1]
+    return result.metrics["epoch"] if latest in earlier else result.metrics["start_epoch"]
 
 
 def _load_checkpoint(directory):

@@ -1,6 +1,7 @@
 """Real Ray Train runs (2 workers, tiny preset) on a local Ray cluster bound to loopback."""
 import json
 import os
+import shutil
 import signal
 import threading
 import time
@@ -10,6 +11,7 @@ import pytest
 import ray
 from ray.util.state import list_actors
 
+from train.__main__ import main
 from train.artifact import read_info
 from train.config import load_config
 from train.evaluate import evaluate
@@ -57,25 +59,27 @@ def test_a_run_resumes_from_its_last_checkpoint(first_run):
     assert resumed["start_epoch"] == 3
 
 
-def test_a_directory_of_parquet_streams_through_ray_data(tmp_path):
-    import pandas as pd
-
-    from train.data import LABEL, TEXT, load_data
-
-    folder = tmp_path / "parquet"
+def test_a_named_run_started_again_resumes_and_reads_a_directory(sentiment_csv, tmp_path):
+    # A resubmitted RayJob runs the same command again; --run-name makes that a resume. The data is
+    # a directory, so the distributed path (Ray Data) feeds the workers: same counts as the file.
+    folder = tmp_path / "data"
     folder.mkdir()
-    rows = [(f"text {i}", ["b", "a", "c"][i % 3]) for i in range(60)] + [("   ", "a")]
-    for part in range(3):  # a dataset split over files, as exported by Spark or Ray Data
-        pd.DataFrame(rows[part::3], columns=["review", "stars"]).to_parquet(folder / f"part-{part}.parquet")
-    cfg = load_config("tiny", {"data": str(folder), "text_column": "review", "label_column": "stars"})
-    data = load_data(cfg)
-    assert data.labels == ["a", "b", "c"] and data.dropped_blank == 1
-    assert data.n_train + data.n_val == 60 and data.n_val > 0
-    seen = data.train.take_all() + data.val.take_all()
-    assert sorted(r[TEXT] for r in seen) == sorted(t for t, _ in rows[:60])
-    assert all(data.labels[r[LABEL]] == dict(rows)[r[TEXT]] for r in seen)
-    with pytest.raises(Exception, match="no text column 'text'; columns are: review, stars"):
-        load_data(load_config("tiny", {"data": str(folder)}))
+    shutil.copy(sentiment_csv, folder / "part-0.csv")
+    out = tmp_path / "out"
+    args = ["--config", "tiny", "--data", str(folder), "--epochs", "3", "--output", str(out), "--run-name", "nightly"]
+
+    def summary():
+        return json.loads((out / "model" / "metrics.json").read_text())
+
+    assert main(args) == 0
+    first = summary()
+    assert first["start_epoch"] == 0 and (first["n_train"], first["n_val"]) == (180, 20)
+    assert first["validation"]["accuracy"] >= 0.9
+    assert main(args) == 0
+    assert summary()["start_epoch"] == 3  # every epoch came from the checkpoint; none ran again
+    assert main(["--output", str(out), "--resume", "--run-name", "nightly"]) == 0
+    assert summary()["start_epoch"] == 3
+    assert sorted(p.name for p in (out / "ray_train").iterdir()) == ["nightly"]
 
 
 def _registered_checkpoint(run_dir: Path) -> bool:

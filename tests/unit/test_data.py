@@ -2,18 +2,10 @@ import pandas as pd
 import pytest
 
 from train.config import TrainConfig
-from train.data import DataError, clean, label_list, load_local, read_table, stratified_split
+from train.data import DataError, clean, label_list, prepare_local, read_table, stratified_split, val_rows
 
-
-@pytest.fixture(scope="module", autouse=True)
-def no_ray_left_running():
-    # load_local hands back ray.data datasets, which start a local Ray on first use; a later
-    # module's ray.init must not find it running.
-    yield
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
+# prepare_local is load_local before its rows become Ray datasets: these tests start no Ray.
+# tests/integration/test_data_paths.py runs the same inputs through both data paths.
 
 
 def cfg(tmp_path, **kw):
@@ -56,38 +48,38 @@ def test_empty_file(tmp_path):
 def test_missing_column_lists_the_columns(tmp_path):
     path = write(tmp_path, "d.csv", "review,label\nx,1\n")
     with pytest.raises(DataError, match=r"d.csv: no text column 'text'; columns are: review, label"):
-        load_local(cfg(tmp_path, data=path))
+        prepare_local(cfg(tmp_path, data=path))
 
 
 def test_blank_texts_are_dropped_and_counted(tmp_path):
     path = write(tmp_path, "d.csv", "text,label\ngood,pos\n  ,neg\n,neg\nbad,neg\nfine,pos\nawful,neg\n")
-    data = load_local(cfg(tmp_path, data=path, val_fraction=0.4))
-    assert data.dropped_blank == 2 and data.n_train + data.n_val == 4
+    train, val, _, dropped = prepare_local(cfg(tmp_path, data=path, val_fraction=0.4))
+    assert dropped == 2 and len(train) + len(val) == 4
 
 
 def test_blank_texts_are_an_error_when_asked(tmp_path):
     path = write(tmp_path, "d.csv", "text,label\ngood,pos\n  ,neg\nbad,neg\n")
     with pytest.raises(DataError, match=r"column 'text' is blank in data row\(s\) \[2\]"):
-        load_local(cfg(tmp_path, data=path, drop_blank=False))
+        prepare_local(cfg(tmp_path, data=path, drop_blank=False))
 
 
 def test_missing_label_names_the_row(tmp_path):
     path = write(tmp_path, "d.csv", "text,label\ngood,pos\nbad,\n")
     with pytest.raises(DataError, match=r"column 'label' is empty in data row\(s\) \[2\]"):
-        load_local(cfg(tmp_path, data=path))
+        prepare_local(cfg(tmp_path, data=path))
 
 
 def test_single_class(tmp_path):
     path = write(tmp_path, "d.csv", "text,label\na,pos\nb,pos\n")
     with pytest.raises(DataError, match="single class \\['pos'\\]"):
-        load_local(cfg(tmp_path, data=path))
+        prepare_local(cfg(tmp_path, data=path))
 
 
 def test_validation_label_never_seen(tmp_path):
     train = write(tmp_path, "t.csv", "text,label\na,pos\nb,neg\n")
     val = write(tmp_path, "v.csv", "text,label\nc,pos\nd,meh\n")
     with pytest.raises(DataError, match="label 'meh' .*data row 2.*never occurs"):
-        load_local(cfg(tmp_path, data=train, val_data=val))
+        prepare_local(cfg(tmp_path, data=train, val_data=val))
 
 
 def test_integer_labels_sort_numerically():
@@ -107,3 +99,21 @@ def test_stratified_split_is_seeded_and_keeps_classes():
     again, _ = stratified_split(frame, 0.2, seed=1)
     assert sorted(val["label"]) == ["x", "x", "x", "y"]
     assert len(train) == 16 and train.equals(again)
+
+
+def test_fractional_float_labels_keep_their_decimals():
+    frame = pd.DataFrame({"text": ["a", "b", "c"], "label": [1.0, 0.5, 0.0]})
+    out, _ = clean(frame, "f", "text", "label", drop_blank=True)
+    assert out["label"].tolist() == ["1.0", "0.5", "0.0"]
+
+
+def test_max_train_rows_samples_before_the_split(tmp_path):
+    path = write(tmp_path, "d.csv", "text,label\n" + "".join(f"t{i},{i % 2}\n" for i in range(100)))
+    train, val, labels, _ = prepare_local(cfg(tmp_path, data=path, max_train_rows=30))
+    assert len(train) + len(val) == 30 and labels == ["0", "1"]
+    again, _, _, _ = prepare_local(cfg(tmp_path, data=path, max_train_rows=30))
+    assert train.equals(again)
+
+
+def test_validation_share_per_class():
+    assert [val_rows(n, 0.1) for n in (1, 2, 5, 10, 14, 26, 1000)] == [0, 1, 1, 1, 1, 3, 100]
