@@ -1,8 +1,12 @@
 """Shared fixtures: small data files, a tiny random-BERT artifact built offline, free ports."""
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +24,35 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def moto_s3(bucket: str, **extra_env: str):
+    """A real S3-compatible server (moto) on loopback holding an empty bucket; its endpoint and test
+    credentials (and extra_env) are in os.environ meanwhile, so a Ray started inside inherits them.
+    Yields a boto3 S3 client."""
+    import boto3
+
+    port = free_port()
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+           "AWS_DEFAULT_REGION": "us-east-1", **extra_env}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        for _ in range(100):
+            try:
+                boto3.client("s3").create_bucket(Bucket=bucket)
+                break
+            except Exception:  # noqa: BLE001 - the server is still starting
+                time.sleep(0.1)
+        yield boto3.client("s3")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        for key, value in saved.items():
+            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
 
 
 def wait_ready(url: str, proc, timeout: float = 300) -> float:

@@ -1,18 +1,13 @@
 """The same rows through both data paths: a local file (pandas) and a directory or URI (Ray Data)
 must give the same labels, row counts and errors."""
-import os
 import shutil
-import subprocess
-import sys
-import time
 from collections import Counter
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import ray
 
-from tests.conftest import free_port
+from tests.conftest import moto_s3
 from train.config import TrainConfig
 from train.data import LABEL, TEXT, DataError, load_data
 
@@ -24,28 +19,8 @@ BUCKET = "data"
 def s3():
     """A real S3-compatible server (moto) on loopback; its settings are in the environment before
     ray.init, so Ray Data's readers inherit them."""
-    import boto3
-
-    port = free_port()
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-           "AWS_DEFAULT_REGION": "us-east-1"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        for _ in range(100):
-            try:
-                boto3.client("s3").create_bucket(Bucket=BUCKET)
-                break
-            except Exception:  # noqa: BLE001 - the server is still starting
-                time.sleep(0.1)
-        yield boto3.client("s3")
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        for key, value in saved.items():
-            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+    with moto_s3(BUCKET) as client:
+        yield client
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -5,12 +5,8 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import boto3
 import pytest
 import ray
 import requests
@@ -18,7 +14,7 @@ from ray import serve
 
 from app.artifact_source import local_artifact
 from app.config import AppArgs
-from tests.conftest import free_port, shipped_graph
+from tests.conftest import free_port, moto_s3, shipped_graph
 from train import signing
 from train.artifact import MANIFEST, SIGNATURE, ArtifactError, sha256_file, sign
 from train.config import load_config
@@ -30,30 +26,14 @@ BUCKET = "models"
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
-    port = free_port()
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-           "AWS_DEFAULT_REGION": "us-east-1", "MODEL_CACHE_DIR": str(tmp_path_factory.mktemp("cache"))}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)  # before ray.init: Ray's workers inherit the driver's environment
-    try:
-        for _ in range(100):
-            try:
-                boto3.client("s3").create_bucket(Bucket=BUCKET)
-                break
-            except Exception:  # noqa: BLE001 - the server is still starting
-                time.sleep(0.1)
+    # The server's settings are in the environment before ray.init: Ray's workers inherit them.
+    with moto_s3(BUCKET, MODEL_CACHE_DIR=str(tmp_path_factory.mktemp("cache"))) as client:
         ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", configure_logging=False, log_to_driver=False)
-        yield boto3.client("s3")
-    finally:
-        if ray.is_initialized():
+        try:
+            yield client
+        finally:
             serve.shutdown()
             ray.shutdown()
-        proc.terminate()
-        proc.wait(10)
-        for key, value in saved.items():
-            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
 
 
 @pytest.fixture(scope="module")
