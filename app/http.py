@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from typing import Awaitable, Callable
 
-
 from app.errors import ApiError, PayloadTooLarge, log_unexpected, render
 
 JSON = (b"content-type", b"application/json")
