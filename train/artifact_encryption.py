@@ -24,6 +24,7 @@ from train.storage import resolve_inside
 
 
 def _stage(beside: Path, source: Path, names: list[str]) -> Path:
+    beside.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{beside.name}.", dir=beside.parent))
     for name in names:
         (staging / name).parent.mkdir(parents=True, exist_ok=True)
