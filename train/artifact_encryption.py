@@ -126,6 +126,10 @@ def describe(model: Path) -> dict:
     except (ArtifactError, signing.KeyFileError) as err:
         files = f"refused: {err}"
     sealed = manifest.encrypted[SEALED] if manifest.encrypted else None
+    try:
+        ids = encryption.key_ids(keys) if sealed else None
+    except encryption.DecryptionError as err:  # a missing or malformed wrapped_keys.json
+        ids = f"unreadable: {err}"
     return {
         "model": str(model),
         "version": hashlib.sha256(raw).hexdigest(),
@@ -133,7 +137,7 @@ def describe(model: Path) -> dict:
         "encrypted": sealed is not None,
         "scheme": sealed.scheme if sealed else None,
         "weights_size": sealed.size if sealed else None,
-        "key_ids": (encryption.key_ids(keys) if keys else []) if sealed else None,
+        "key_ids": ids,
         "signed": (model / SIGNATURE).is_file(),
         "files": files,
     }
