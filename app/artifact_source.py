@@ -10,6 +10,10 @@ checked, in this order: fetch manifest.json and manifest.sig; verify the signatu
 key is configured; refuse the manifest unless every file name is a plain relative path
 (train.artifact.safe_name); only then download, into a temp dir whose hashes are verified before
 it is renamed into the cache.
+
+An encrypted artifact's sealed weights travel like any listed file (the cache holds ciphertext
+only). Its wrapped_keys.json lies outside the manifest (a key rotation rewrites it and leaves
+the version alone), so it never enters the cache: every replica start reads it from the origin.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import os
 from pathlib import Path
 
 from train.artifact import MANIFEST, SIGNATURE, ArtifactError, ArtifactInfo, check_signature, parse_manifest, read_info, verify
+from train.encryption import KEYS_FILE
 from train.storage import download_files, is_uri, join, read_bytes
 
 CACHE_ENV = "MODEL_CACHE_DIR"
@@ -61,4 +66,5 @@ def local_artifact(location: str, verify_key_file: str | None = None) -> Path:
 
 def load_info(location: str, verify_key_file: str | None = None) -> ArtifactInfo:
     """What every stage calls at start-up: the artifact at location, fetched if remote, verified."""
-    return read_info(local_artifact(location, verify_key_file), verify_key_file)
+    wrapped_keys = _read_optional(join(location, KEYS_FILE)) if is_uri(location) else None
+    return read_info(local_artifact(location, verify_key_file), verify_key_file, wrapped_keys)

@@ -20,8 +20,10 @@ def compose(args: AppArgs, **options: dict) -> Application:
         return deployment.options(**options.get(deployment.name, {}))
 
     artifact = (args.model, args.verify_key_file)  # every stage loads and verifies the same artifact
+    # Only the stages that load weights get the model key's path (never the key: Serve shows args).
+    weights = (*artifact, args.model_key_file)
     return stage(Ingress).bind(
-        stage(Tokenizer).bind(*artifact), stage(Classifier).bind(*artifact), stage(Postprocessor).bind(*artifact),
+        stage(Tokenizer).bind(*artifact), stage(Classifier).bind(*weights), stage(Postprocessor).bind(*artifact),
         args.model_dump(),
     )
 

@@ -37,6 +37,9 @@ class AppArgs(_Strict):
     api_keys_file: str | None = Field(None, description="Keys file (python -m app.keys); absent: no auth")
     verify_key_file: str | None = Field(None, description="Ed25519 public key PEM the artifact must be signed for "
                                         "(default: $MODEL_VERIFY_KEY; neither: unsigned artifacts load)")
+    model_key_file: str | None = Field(None, description="Model key-encryption key file, or a directory of them, "
+                                       "for encrypted artifacts (default: $MODEL_KEY_FILE; with either set, "
+                                       "plaintext artifacts are refused)")
     rate_limit_per_s: float = Field(50.0, gt=0, description="Per-key requests/s unless the key sets its own")
     rate_limit_burst: int = Field(100, ge=1)
     request_log_sample_rate: float = Field(0.0, ge=0, le=1, description="Share of requests logged, PII masked")

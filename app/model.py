@@ -27,10 +27,12 @@ DEFAULTS = ModelConfig()
 
 @serve.deployment  # resources, scaling and queues: serve_config.yaml
 class Classifier:
-    def __init__(self, model: str, verify_key_file: str | None = None):
+    def __init__(self, model: str, verify_key_file: str | None = None, model_key_file: str | None = None):
         info = load_info(model, verify_key_file)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.model = load_model(info).to(self.device)
+        # An encrypted artifact is decrypted here, in this replica's memory: nothing decrypted is
+        # written, shared or ray.put (the object store spills to disk).
+        self.model = load_model(info, model_key_file).to(self.device)
         self.pad_id = info.pad_token_id
         self.autocast, _ = mixed_precision(self.device)
         self.stats = {"batches": 0, "forwards": 0, "texts": 0, "tokens": 0, "padded_tokens": 0}

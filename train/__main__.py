@@ -9,6 +9,8 @@ import sys
 from train.artifact import ArtifactError
 from train.config import ConfigError, load_config
 from train.data import DataError
+from train.encryption import single_kek
+from train.signing import KeyFileError
 
 # The flags that set the run's configuration; --resume takes them from the run it continues.
 CONFIG_FLAGS = ("config", "data", "val_data", "text_column", "label_column", "epochs", "num_workers", "use_gpu",
@@ -38,6 +40,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-train-rows", type=int, help="train on a seeded sample of this many rows")
     p.add_argument("--run-name", type=run_name, help="name the run (OUTPUT/ray_train/NAME); started again with the "
                    "same name and settings, it resumes from its last checkpoint (default: run-DATE-TIME, a new run)")
+    p.add_argument("--encrypt-key-file", help="model key-encryption key file (python -m train.artifact keygen --output): "
+                   "the artifact's weights are written sealed, never in plaintext, to OUTPUT/model. The checkpoints "
+                   "under OUTPUT/ray_train stay plaintext: keep that storage private (README: Model protection)")
     p.add_argument("--resume", action="store_true", help="continue the latest run under OUTPUT (or --run-name's) from "
                    "its last checkpoint, with the settings it was started with")
     return p
@@ -64,8 +69,10 @@ def main(argv: list[str] | None = None) -> int:
             cfg, name = load_config(args.config or "default", overrides), args.run_name
             if name:
                 check_rerun(cfg, args.output, name)
-        path, version, summary = fit(cfg, args.output, name)
-    except (ConfigError, DataError, ArtifactError, FileNotFoundError) as err:
+        if args.encrypt_key_file:
+            single_kek(args.encrypt_key_file)  # a bad key fails before hours of training
+        path, version, summary = fit(cfg, args.output, name, args.encrypt_key_file)
+    except (ConfigError, DataError, ArtifactError, KeyFileError, FileNotFoundError) as err:
         log.error("%s", err)
         return 2
     val = summary["validation"]

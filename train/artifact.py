@@ -5,7 +5,14 @@ plus `training_config.json`, `metrics.json` and `manifest.json` holding the sha2
 file, optionally `manifest.sig` (train/signing.py). `verify` refuses a malformed manifest, unsafe
 file names, a missing or wrong signature when a verify key is configured, missing, extra or changed
 files and any pickle-format weights; both sides load through this module only.
-`python -m train.artifact` manages keys and signatures (train/artifact_cli.py).
+
+An encrypted artifact (train/encryption.py) stores `model.safetensors.enc` in place of the
+weights; its manifest lists the stored file's sha256 (so a signature covers what is stored) and,
+under `encrypted`, the plaintext's sha256 and size. Its *plaintext version* is the version the
+same artifact has unencrypted (the manifest rebuilt with `model.safetensors`); every AEAD binds
+it. `version` stays the sha256 of the stored manifest.json: encrypting changes it, a rewrap
+(wrapped_keys.json only, outside the manifest) does not. `load_model` decrypts in memory only.
+`python -m train.artifact` manages keys, signatures and encryption (train/artifact_cli.py).
 """
 from __future__ import annotations
 
@@ -14,18 +21,21 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, ValidationError
 
-from train import signing
+from train import encryption, signing
+from train.encryption import KEYS_FILE
 from train.storage import resolve_inside
 
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"  # base64 Ed25519 signature of the manifest.json bytes (train/signing.py)
 WEIGHTS = "model.safetensors"
+SEALED = WEIGHTS + ".enc"  # the weights of an encrypted artifact
+RESERVED = (MANIFEST, SIGNATURE, KEYS_FILE)  # beside the manifest, never listed in it
 FORMAT = "ray-text-classifier/1"
 # Weight formats that unpickle (run code) on load; never accepted, even when listed in the manifest.
 PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".h5", ".msgpack"}
@@ -46,6 +56,16 @@ class ArtifactInfo:
     pad_token_id: int
     metrics: dict[str, Any]
     training_config: dict[str, Any]
+    plaintext_version: str = ""  # the version unencrypted; equal to version for a plaintext artifact
+    encryption: dict[str, Any] | None = None  # the manifest's `encrypted` entry for the weights
+    wrapped_keys: bytes | None = field(default=None, repr=False)  # wrapped_keys.json, read fresh at start
+
+    @property
+    def encrypted(self) -> bool:
+        """Weights sealed at rest. Anything that would write a derived copy of the weights to disk
+        (an exported ONNX graph cache, a compiled-kernel cache holding constants) must stay off,
+        or be encrypted the same way, when this is true."""
+        return self.encryption is not None
 
 
 def sha256_file(path: Path) -> str:
@@ -59,7 +79,7 @@ def sha256_file(path: Path) -> str:
 def _listing(root: Path) -> list[str]:
     return sorted(
         p.relative_to(root).as_posix() for p in root.rglob("*")
-        if p.is_file() and p.relative_to(root).as_posix() not in (MANIFEST, SIGNATURE)
+        if p.is_file() and p.relative_to(root).as_posix() not in RESERVED
     )
 
 
@@ -75,24 +95,54 @@ def safe_name(name: str) -> str:
         raise ValueError(f"unsafe file name {name!r}: an absolute path or a drive")
     if any(part in ("", ".", "..") for part in name.split("/")):
         raise ValueError(f"unsafe file name {name!r}: '..', '.' or an empty segment")
-    if name in (MANIFEST, SIGNATURE):
-        raise ValueError(f"unsafe file name {name!r}: reserved for the manifest and its signature")
+    if name in RESERVED:
+        raise ValueError(f"unsafe file name {name!r}: reserved for the manifest, its signature and the wrapped keys")
     return name
 
 
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
+class Sealed(BaseModel):
+    """What the manifest says of an encrypted file: no secrets, enough to check the plaintext."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    plaintext: Literal[WEIGHTS]  # type: ignore[valid-type]
+    sha256: Sha256
+    size: int
+    scheme: Literal[encryption.SCHEME]  # type: ignore[valid-type]
+
+
 class Manifest(BaseModel):
-    """manifest.json: the format tag and the sha256 (64 lowercase hex) of every other file."""
+    """manifest.json: the format tag and the sha256 (64 lowercase hex) of every other file; for an
+    encrypted artifact, `encrypted` describes the sealed weights."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
     format: Literal[FORMAT]  # type: ignore[valid-type]
-    files: dict[Annotated[str, AfterValidator(safe_name)], Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]]
+    files: dict[Annotated[str, AfterValidator(safe_name)], Sha256]
+    encrypted: dict[Literal[SEALED], Sealed] | None = None  # type: ignore[valid-type]
 
 
-def parse_manifest(raw: bytes, where: str | Path) -> dict[str, str]:
-    """The files a manifest lists (name -> sha256), once its shape, every name, the weights format
-    and the presence of the weights are checked."""
+def _manifest_bytes(files: dict[str, str], encrypted: dict | None = None) -> bytes:
+    document = {"format": FORMAT, "files": files, **({"encrypted": encrypted} if encrypted else {})}
+    return (json.dumps(document, indent=2, sort_keys=True) + "\n").encode()
+
+
+def plaintext_version(manifest: Manifest) -> str:
+    """The version of this artifact unencrypted: the manifest rebuilt with the plaintext weights'
+    hash in place of the sealed file's, serialised as write_manifest does."""
+    files = dict(manifest.files)
+    for stored, sealed in (manifest.encrypted or {}).items():
+        files.pop(stored, None)
+        files[sealed.plaintext] = sealed.sha256
+    return hashlib.sha256(_manifest_bytes(files)).hexdigest()
+
+
+def read_manifest(raw: bytes, where: str | Path) -> Manifest:
+    """The manifest, once its shape, every name, the weights format and the presence of the
+    weights (plaintext, or sealed and listed) are checked."""
     try:
-        files = Manifest.model_validate_json(raw).files
+        manifest = Manifest.model_validate_json(raw)
     except ValidationError as err:
         problems = [
             str(e["ctx"]["error"]) if e["type"] == "value_error"
@@ -101,12 +151,20 @@ def parse_manifest(raw: bytes, where: str | Path) -> dict[str, str]:
         ]
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise ArtifactError(f"{where}/{MANIFEST}: not a valid manifest: {'; '.join(problems[:3])}{more}") from None
-    for name in files:
+    for name in manifest.files:
         if PurePosixPath(name).suffix.lower() in PICKLE_SUFFIXES:
             raise ArtifactError(f"{where}/{name}: pickle-format weights are refused; only safetensors load")
-    if WEIGHTS not in files:
+    if manifest.encrypted:
+        if WEIGHTS in manifest.files or SEALED not in manifest.files:
+            raise ArtifactError(f"{where}: an encrypted manifest must list {SEALED} and not {WEIGHTS}")
+    elif WEIGHTS not in manifest.files:
         raise ArtifactError(f"{where}: manifest lists no {WEIGHTS}")
-    return files
+    return manifest
+
+
+def parse_manifest(raw: bytes, where: str | Path) -> dict[str, str]:
+    """The files a manifest lists (name -> sha256), checked as read_manifest does."""
+    return dict(read_manifest(raw, where).files)
 
 
 def check_signature(raw: bytes, signature: bytes | None, where: str | Path,
@@ -125,10 +183,8 @@ def check_signature(raw: bytes, signature: bytes | None, where: str | Path,
         )
 
 
-def write_manifest(root: Path) -> dict[str, Any]:
-    manifest = {"format": FORMAT, "files": {name: sha256_file(root / name) for name in _listing(root)}}
-    (root / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    return manifest
+def write_manifest(root: Path, encrypted: dict | None = None) -> None:
+    (root / MANIFEST).write_bytes(_manifest_bytes({name: sha256_file(root / name) for name in _listing(root)}, encrypted))
 
 
 def _check_files(root: Path, raw: bytes) -> None:
@@ -161,16 +217,20 @@ def _read_manifest(root: Path) -> bytes:
         raise ArtifactError(f"{root}: no {MANIFEST}; only exported artifacts can be loaded") from None
 
 
-def verify(root: str | Path, verify_key_file: str | Path | None = None) -> str:
-    """Check the signature when a verify key is configured (verify_key_file, else
-    $MODEL_VERIFY_KEY), then every file against the manifest; return the artifact version (the
-    manifest's sha256)."""
-    root = Path(root)
+def _verified(root: Path, verify_key_file: str | Path | None) -> bytes:
+    """The manifest bytes, once the signature (when a verify key is configured) and every file check."""
     raw = _read_manifest(root)
     signature = (root / SIGNATURE).read_bytes() if (root / SIGNATURE).is_file() else None
     check_signature(raw, signature, root, verify_key_file)
     _check_files(root, raw)
-    return hashlib.sha256(raw).hexdigest()
+    return raw
+
+
+def verify(root: str | Path, verify_key_file: str | Path | None = None) -> str:
+    """Check the signature when a verify key is configured (verify_key_file, else
+    $MODEL_VERIFY_KEY), then every file against the manifest; return the artifact version (the
+    manifest's sha256). Sealed weights are checked as stored: no model key is needed."""
+    return hashlib.sha256(_verified(Path(root), verify_key_file)).hexdigest()
 
 
 def sign(root: str | Path, signing_key_file: str | Path | None = None) -> str:
@@ -188,10 +248,14 @@ def sign(root: str | Path, signing_key_file: str | Path | None = None) -> str:
     return hashlib.sha256(raw).hexdigest()
 
 
-def read_info(root: str | Path, verify_key_file: str | Path | None = None) -> ArtifactInfo:
-    """Verify, then read what serving needs to know. Labels come only from config.json."""
+def read_info(root: str | Path, verify_key_file: str | Path | None = None,
+              wrapped_keys: bytes | None = None) -> ArtifactInfo:
+    """Verify, then read what serving needs to know. Labels come only from config.json.
+    wrapped_keys: wrapped_keys.json as fetched from the artifact's origin (default: the file
+    in root); it lies outside the manifest, so a cached copy of the rest may predate a rewrap."""
     root = Path(root)
-    version = verify(root, verify_key_file)
+    raw = _verified(root, verify_key_file)
+    manifest = read_manifest(raw, root)
     config = json.loads((root / "config.json").read_text())
     training = json.loads((root / "training_config.json").read_text())
     metrics = json.loads((root / "metrics.json").read_text())
@@ -199,9 +263,11 @@ def read_info(root: str | Path, verify_key_file: str | Path | None = None) -> Ar
     labels = [id2label[k] for k in sorted(id2label, key=int)]
     if len(labels) < 2:
         raise ArtifactError(f"{root}/config.json: id2label must name at least 2 labels, got {id2label}")
+    if manifest.encrypted and wrapped_keys is None and (root / KEYS_FILE).is_file():
+        wrapped_keys = (root / KEYS_FILE).read_bytes()
     return ArtifactInfo(
         path=root,
-        version=version,
+        version=hashlib.sha256(raw).hexdigest(),
         labels=labels,
         max_length=int(training["max_length"]),
         multi_label=config.get("problem_type") == "multi_label_classification",
@@ -209,6 +275,9 @@ def read_info(root: str | Path, verify_key_file: str | Path | None = None) -> Ar
         pad_token_id=int(config.get("pad_token_id") or 0),
         metrics=metrics,
         training_config=training,
+        plaintext_version=plaintext_version(manifest),
+        encryption=manifest.encrypted[SEALED].model_dump() if manifest.encrypted else None,
+        wrapped_keys=wrapped_keys if manifest.encrypted else None,
     )
 
 
@@ -218,27 +287,95 @@ def load_tokenizer(info: ArtifactInfo):
     return AutoTokenizer.from_pretrained(info.path)
 
 
-def load_model(info: ArtifactInfo):
-    from transformers import AutoModelForSequenceClassification
+def decrypt_weights(info: ArtifactInfo, keks: dict[str, bytes]) -> bytes:
+    """The plaintext model.safetensors bytes of an encrypted artifact, in memory only; refused
+    unless the data key unwraps, the AEAD (bound to the plaintext version) authenticates and the
+    plaintext has the manifest's sha256 (GCM alone does not commit to its key)."""
+    try:
+        dek = encryption.unwrap(info.wrapped_keys, info.plaintext_version, keks)
+        plain = encryption.unseal(resolve_inside(info.path, SEALED).read_bytes(), dek, info.plaintext_version, WEIGHTS)
+    except encryption.DecryptionError as err:
+        raise ArtifactError(f"{info.path}: {err}") from None
+    if len(plain) != info.encryption["size"] or hashlib.sha256(plain).hexdigest() != info.encryption["sha256"]:
+        raise ArtifactError(f"{info.path}/{SEALED}: decrypted weights do not match the manifest's sha256")
+    return plain
 
-    model = AutoModelForSequenceClassification.from_pretrained(info.path, use_safetensors=True)
+
+def load_model(info: ArtifactInfo, key_file: str | Path | None = None):
+    """The model, eval mode. An encrypted artifact needs a model key (key_file, else
+    $MODEL_KEY_FILE) and is decrypted in memory and loaded from bytes: no plaintext weights reach
+    a disk. With a key configured, a plaintext artifact is refused, as a configured verify key
+    makes signing mandatory: whoever swaps in an unencrypted model is not obeyed."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    keks = encryption.configured_keks(key_file)
+    if not info.encrypted:
+        if keks is not None:
+            raise ArtifactError(f"{info.path}: a plaintext artifact is refused while a model key is configured "
+                                f"(encrypt it: python -m train.artifact encrypt --model DIR --key-file KEYFILE)")
+        return AutoModelForSequenceClassification.from_pretrained(info.path, use_safetensors=True).eval()
+    if keks is None:
+        ids = ", ".join(encryption.key_ids(info.wrapped_keys)) if info.wrapped_keys else "none"
+        raise ArtifactError(f"{info.path}: encrypted weights (key id(s): {ids}) and no model key: set the "
+                            f"application argument model_key_file or ${encryption.KEY_FILE_ENV}")
+    from safetensors.torch import load
+    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
+
+    state = load(decrypt_weights(info, keks))  # safetensors from bytes: nothing unpickled, nothing written
+    config = AutoConfig.from_pretrained(info.path)
+    # The class that config.json's model type maps to, given the state dict: no weights path, and
+    # no random initialisation first (from_config + load_state_dict cost ~0.3 s more on MiniLM).
+    model, loading = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[type(config)].from_pretrained(
+        None, config=config, state_dict=state, output_loading_info=True)
+    problems = {kind: sorted(keys)[:5] for kind, keys in loading.items() if keys}
+    if problems:  # strict: a weight left at its initial value is a wrong model, not a warning
+        raise ArtifactError(f"{info.path}: decrypted weights do not fit config.json: {problems}")
+    # Python cannot wipe the freed plaintext; it lives in this process's memory only.
     return model.eval()
 
 
+def seal_weights(root: Path, weights: bytes, encrypt_key_file: str | Path) -> None:
+    """Finish an artifact directory that holds every file but the weights: write the sealed
+    weights, the manifest (stored hashes plus the plaintext's) and wrapped_keys.json."""
+    key_id, kek = encryption.single_kek(encrypt_key_file)
+    if (root / WEIGHTS).exists():
+        raise ArtifactError(f"{root}/{WEIGHTS}: plaintext weights present; only sealed ones may be written")
+    sealed = {"plaintext": WEIGHTS, "sha256": hashlib.sha256(weights).hexdigest(), "size": len(weights),
+              "scheme": encryption.SCHEME}
+    plain_files = {name: sha256_file(root / name) for name in _listing(root)} | {WEIGHTS: sealed["sha256"]}
+    version = hashlib.sha256(_manifest_bytes(plain_files)).hexdigest()
+    blob, dek = encryption.seal(weights, version, WEIGHTS)
+    (root / SEALED).write_bytes(blob)
+    (root / KEYS_FILE).write_bytes(encryption.keyring([encryption.wrap(dek, version, key_id, kek)]))
+    write_manifest(root, {SEALED: sealed})
+
+
 def export(model, tokenizer, out_dir: str | Path, training_config: dict, metrics: dict,
-           signing_key_file: str | Path | None = None) -> str:
+           signing_key_file: str | Path | None = None, encrypt_key_file: str | Path | None = None) -> str:
     """Write a complete artifact to out_dir, atomically replacing what was there, signed when a
-    signing key is configured (signing_key_file, else $MODEL_SIGNING_KEY_FILE); return its version."""
+    signing key is configured (signing_key_file, else $MODEL_SIGNING_KEY_FILE); return its version.
+    With encrypt_key_file (a KEK file), the weights are serialised in memory and only their sealed
+    form is written: no plaintext weights reach out_dir's disk."""
     key = signing.signing_key(signing_key_file)  # a bad key fails before the model is written
+    if encrypt_key_file is not None:
+        encryption.single_kek(encrypt_key_file)
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        model.save_pretrained(staging, safe_serialization=True)
+        # The weights last: sealing binds them to the hashes of every other file.
+        model.save_pretrained(staging, state_dict={})  # config.json as save_pretrained writes it, no weights
         tokenizer.save_pretrained(staging)
         (staging / "training_config.json").write_text(json.dumps(training_config, indent=2, sort_keys=True) + "\n")
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-        write_manifest(staging)
+        if encrypt_key_file is None:
+            model.save_pretrained(staging, safe_serialization=True)
+            write_manifest(staging)
+        else:
+            from safetensors.torch import save
+
+            state = {k: v.contiguous() for k, v in model.state_dict().items()}
+            seal_weights(staging, save(state, metadata={"format": "pt"}), encrypt_key_file)
         if key is not None:
             (staging / SIGNATURE).write_bytes(signing.sign(key, (staging / MANIFEST).read_bytes()))
         version = verify(staging)

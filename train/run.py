@@ -55,11 +55,16 @@ def check_rerun(cfg: TrainConfig, output: str, run_name: str) -> None:
     )
 
 
-def fit(cfg: TrainConfig, output: str | Path, run_name: str | None = None) -> tuple[str, str, dict]:
+def fit(cfg: TrainConfig, output: str | Path, run_name: str | None = None,
+        encrypt_key_file: str | None = None) -> tuple[str, str, dict]:
     """Train with Ray Train and export the best checkpoint to OUTPUT/model; return (location, version, metrics).
 
     OUTPUT is a local directory or a storage URI (s3://, gs://). A run_name that exists under
     OUTPUT/ray_train resumes that run from its last checkpoint (Ray Train restores it by name).
+    With encrypt_key_file (a KEK file on the driver), the artifact's weights are sealed in memory
+    before anything is written. The checkpoints are not: each holds the plaintext weights
+    (model.safetensors) and the optimizer state (train_state.pt), so OUTPUT/ray_train must be as
+    private as the key, or deleted once the artifact is exported.
     """
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -119,10 +124,11 @@ def fit(cfg: TrainConfig, output: str | Path, run_name: str | None = None) -> tu
         target = storage.join(output, MODEL_DIR)
         if storage.is_uri(target):
             with tempfile.TemporaryDirectory() as tmp:
-                version = export(model, tokenizer, Path(tmp) / MODEL_DIR, resolved, summary)
+                version = export(model, tokenizer, Path(tmp) / MODEL_DIR, resolved, summary,
+                                 encrypt_key_file=encrypt_key_file)
                 storage.upload_dir(Path(tmp) / MODEL_DIR, target)
         else:
-            version = export(model, tokenizer, target, resolved, summary)
+            version = export(model, tokenizer, target, resolved, summary, encrypt_key_file=encrypt_key_file)
     return target, version, summary
 
 

@@ -12,8 +12,9 @@ import ray
 from ray.util.state import list_actors
 
 from train.__main__ import main
-from train.artifact import read_info
+from train.artifact import load_model, read_info
 from train.config import load_config
+from train.encryption import generate_kek
 from train.evaluate import evaluate
 from train.run import fit
 from tests.conftest import free_port
@@ -62,11 +63,14 @@ def test_a_run_resumes_from_its_last_checkpoint(first_run):
 def test_a_named_run_started_again_resumes_and_reads_a_directory(sentiment_csv, tmp_path):
     # A resubmitted RayJob runs the same command again; --run-name makes that a resume. The data is
     # a directory, so the distributed path (Ray Data) feeds the workers: same counts as the file.
+    # The artifact is written encrypted: its weights never reach OUTPUT/model in plaintext.
     folder = tmp_path / "data"
     folder.mkdir()
     shutil.copy(sentiment_csv, folder / "part-0.csv")
-    out = tmp_path / "out"
-    args = ["--config", "tiny", "--data", str(folder), "--epochs", "3", "--output", str(out), "--run-name", "nightly"]
+    out, key = tmp_path / "out", tmp_path / "model.key"
+    generate_kek(key, "k-train")
+    args = ["--config", "tiny", "--data", str(folder), "--epochs", "3", "--output", str(out), "--run-name", "nightly",
+            "--encrypt-key-file", str(key)]
 
     def summary():
         return json.loads((out / "model" / "metrics.json").read_text())
@@ -75,9 +79,13 @@ def test_a_named_run_started_again_resumes_and_reads_a_directory(sentiment_csv, 
     first = summary()
     assert first["start_epoch"] == 0 and (first["n_train"], first["n_val"]) == (180, 20)
     assert first["validation"]["accuracy"] >= 0.9
+    assert not list((out / "model").rglob("*.safetensors")) and read_info(out / "model").encrypted
+    assert load_model(read_info(out / "model"), key).config.num_labels == 2
+    # What README says of checkpoints: they hold the plaintext weights (keep OUTPUT/ray_train private).
+    assert list((out / "ray_train" / "nightly").rglob("model.safetensors"))
     assert main(args) == 0
     assert summary()["start_epoch"] == 3  # every epoch came from the checkpoint; none ran again
-    assert main(["--output", str(out), "--resume", "--run-name", "nightly"]) == 0
+    assert main(["--output", str(out), "--resume", "--run-name", "nightly", "--encrypt-key-file", str(key)]) == 0
     assert summary()["start_epoch"] == 3
     assert sorted(p.name for p in (out / "ray_train").iterdir()) == ["nightly"]
 

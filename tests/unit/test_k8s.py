@@ -286,6 +286,43 @@ def test_training_driver_signs_with_the_private_key():
     assert all("MODEL_SIGNING_KEY" not in {e["name"] for e in c.get("env", [])} for c in ray_containers(job))
 
 
+def _secret_volumes(pod, secret):
+    return {v["name"] for v in pod.get("volumes", []) if v.get("secret", {}).get("secretName") == secret}
+
+
+def test_model_encryption_keys_reach_only_the_pods_that_load_weights():
+    service = by_kind("RayService")
+    # The Classifier asks for a GPU, so only the gpu-classifier group runs it (and loads weights).
+    holders = []
+    for group in groups(service):
+        pod = group["template"]["spec"]
+        names = _secret_volumes(pod, "model-encryption-keys")
+        (container,) = pod["containers"]
+        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        if names:
+            holders.append(group.get("groupName", "head"))
+            (mount,) = [m for m in container["volumeMounts"] if m["name"] in names]
+            assert mount["readOnly"] is True and "subPath" not in mount  # a rotated-in key appears
+            assert env["MODEL_KEY_FILE"] == mount["mountPath"]
+        else:
+            assert "MODEL_KEY_FILE" not in env
+    assert holders == ["gpu-classifier"]
+    (classifier,) = [d for d in serve_app(service)["deployments"] if d["name"] == "Classifier"]
+    assert classifier["ray_actor_options"]["num_gpus"] >= 1
+    assert "model_key_file" not in serve_app(service)["args"] and "runtime_env" not in serve_app(service)
+    job = by_kind("RayJob")
+    head = cluster_spec(job)["headGroupSpec"]["template"]["spec"]
+    (container,) = head["containers"]
+    args = train_parser().parse_args(shlex.split(job["spec"]["entrypoint"])[3:])
+    directory, _, name = args.encrypt_key_file.rpartition("/")
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == directory]
+    (volume,) = [v for v in head["volumes"] if v["name"] == mount["name"]]
+    assert volume["secret"]["secretName"] == "model-encryption-keys" and mount["readOnly"] is True
+    assert [item["path"] for item in volume["secret"]["items"]] == [name]  # one KEK: the one to wrap under
+    for worker in cluster_spec(job)["workerGroupSpecs"]:
+        assert not _secret_volumes(worker["template"]["spec"], "model-encryption-keys")
+
+
 def test_api_keys_are_mounted_where_the_ingress_lands():
     service = by_kind("RayService")
     keys_dir = serve_app(service)["args"]["api_keys_file"].rsplit("/", 1)[0]
