@@ -6,6 +6,7 @@ import yaml
 from ray.serve import Application
 
 from app.config import AppArgs
+from app.explainer import Explainer
 from app.ingress import Ingress
 from app.model import Classifier
 from app.postprocess import Postprocessor
@@ -22,7 +23,7 @@ def compose(args: AppArgs, **options: dict) -> Application:
     artifact = (args.model, args.verify_key_file)  # every stage loads and verifies the same artifact
     return stage(Ingress).bind(
         stage(Tokenizer).bind(*artifact), stage(Classifier).bind(*artifact), stage(Postprocessor).bind(*artifact),
-        args.model_dump(),
+        stage(Explainer).bind(*artifact), args.model_dump(),
     )
 
 
