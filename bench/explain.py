@@ -115,10 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     cpu = cpu_per_explanation(args.model)
     result = {"cpu": cpu}
-    if not args.skip_serve:
-        result["serve"] = beside(args.model, args.duration, args.rounds, cpu["text"])
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "explain.json").write_text(json.dumps(result, indent=2) + "\n")
+    if not args.skip_serve:
+        result["serve"] = beside(args.model, args.duration, args.rounds, cpu["text"])
+        (OUT / "explain.json").write_text(json.dumps(result, indent=2) + "\n")
     print("| method | CPU s (median of 3) | abs completeness delta |\n|---|---|---|")  # noqa: T201
     for name in ("ig16", "ig32", "ig64", "occlusion"):
         row = cpu[name]
