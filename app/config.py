@@ -82,7 +82,7 @@ class ExplainerConfig(_Strict):
     batch_tokens: int = Field(2048, ge=8, description="Rows x tokens per forward+backward pass; the deadline "
                               "is checked between passes")
     torch_threads: int | None = Field(None, ge=1, le=256, description="Default: the replica's CPU share")
-    # Ray's num_cpus is a scheduling share, not a limit: on a shared node an explanation takes a
-    # whole core from the Classifier (W1 c=16 fell ~40 % beside back-to-back explanations,
-    # bench/README.md). A higher nice value lets classification win the CPU when both want it.
+    # Ray's num_cpus is a scheduling share, not a limit: an explanation takes a whole core from
+    # the other stages. A higher nice value lets them win a contended core; on 2 cores it did not
+    # stop W1 c=16 losing about a third beside back-to-back explanations (bench/README.md).
     nice: int = Field(10, ge=0, le=19, description="OS scheduling niceness of the explaining threads")

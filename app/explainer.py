@@ -49,7 +49,7 @@ class Explainer:
 
     def _lower_priority(self) -> None:
         """Renice every thread of this process (on Linux a nice value is per thread, and torch's and
-        asyncio's worker threads appear lazily), so classification wins a contended CPU."""
+        asyncio's worker threads appear lazily), so the classify stages win a contended core."""
         tasks = Path("/proc/self/task")
         for tid in (int(t) for t in os.listdir(tasks)) if tasks.is_dir() else [0]:
             try:
