@@ -6,6 +6,7 @@ import yaml
 from ray.serve import Application
 
 from app.config import AppArgs
+from app.explainer import Explainer
 from app.ingress import Ingress
 from app.model import Classifier
 from app.postprocess import Postprocessor
@@ -24,7 +25,7 @@ def compose(args: AppArgs, **options: dict) -> Application:
     weights = (*artifact, args.model_key_file)
     return stage(Ingress).bind(
         stage(Tokenizer).bind(*artifact), stage(Classifier).bind(*weights), stage(Postprocessor).bind(*artifact),
-        args.model_dump(),
+        stage(Explainer).bind(*weights), args.model_dump(),
     )
 
 

@@ -2,7 +2,7 @@
 values fail at start-up with a sentence that names them."""
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class _Strict(BaseModel):
@@ -43,6 +43,22 @@ class AppArgs(_Strict):
     rate_limit_per_s: float = Field(50.0, gt=0, description="Per-key requests/s unless the key sets its own")
     rate_limit_burst: int = Field(100, ge=1)
     request_log_sample_rate: float = Field(0.0, ge=0, le=1, description="Share of requests logged, PII masked")
+    # POST /v1/explain: checked at the ingress before anything is queued (app/explainer.py).
+    explain_default_steps: int = Field(32, ge=1, description="Integrated-gradients steps when a request sets none")
+    explain_max_steps: int = Field(64, ge=1, description="Steps a request may ask for")
+    # One step costs about 1 CPU-ms per token for MiniLM-L6 (bench/README.md): 4096 is ~4 CPU-s,
+    # 64 steps of a 64-token text, the longest the default recipe keeps.
+    explain_max_step_tokens: int = Field(4096, ge=1, description="Steps x tokens of one explanation")
+    explain_timeout_s: float = Field(20.0, gt=0, description="Deadline of one explanation, queueing included")
+    explain_rate_limit_per_s: float = Field(1.0, gt=0, description="Per-key explanations/s (a bucket of its own)")
+    explain_rate_limit_burst: int = Field(5, ge=1)
+
+    @model_validator(mode="after")
+    def _explain_default_within_max(self) -> "AppArgs":
+        if self.explain_default_steps > self.explain_max_steps:
+            raise ValueError(f"explain_default_steps ({self.explain_default_steps}) exceeds explain_max_steps "
+                             f"({self.explain_max_steps})")
+        return self
 
 
 class IngressConfig(_Strict):
@@ -61,3 +77,15 @@ class ModelConfig(_Strict):
     batch_wait_timeout_s: float = Field(0.005, ge=0, le=1)
     max_batch_tokens: int = Field(8192, ge=8, description="Padded tokens per forward pass")
     torch_threads: int | None = Field(None, ge=1, le=256, description="Default: the replica's CPU share")
+
+
+class ExplainerConfig(_Strict):
+    """user_config of the Explainer replica: how one explanation runs (the request limits are args)."""
+
+    batch_tokens: int = Field(2048, ge=8, description="Rows x tokens per forward+backward pass; the deadline "
+                              "is checked between passes")
+    torch_threads: int | None = Field(None, ge=1, le=256, description="Default: the replica's CPU share")
+    # Ray's num_cpus is a scheduling share, not a limit: an explanation takes a whole core from
+    # the other stages. A higher nice value lets them win a contended core; on 2 cores it did not
+    # stop W1 c=16 losing about a third beside back-to-back explanations (bench/README.md).
+    nice: int = Field(10, ge=0, le=19, description="OS scheduling niceness of the explaining threads")

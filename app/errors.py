@@ -61,6 +61,10 @@ class ValidationFailed(ApiError):
 class Overloaded(ApiError):
     status, type, retry_after = 503, "overloaded", 1
 
+    def __init__(self, message: str, retry_after: int = 1):
+        super().__init__(message)
+        self.retry_after = max(1, retry_after)
+
 
 class NotReady(ApiError):
     status, type, retry_after = 503, "not_ready", 5

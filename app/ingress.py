@@ -12,7 +12,9 @@ model never sees them, and the rest of their batch goes on without them.
 import asyncio
 import json
 import logging
+import math
 import random
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +26,7 @@ from ray.serve import metrics
 from ray.serve.exceptions import BackPressureError, RayServeException
 
 from app import errors
+from app.attribution import DeadlineExceeded, step_tokens
 from app.artifact_source import load_info
 from app.batching import Coalescer
 from app.config import AppArgs, IngressConfig
@@ -34,7 +37,7 @@ from app.http import HotRoutes, header, read_body
 from app.keys import KeyStore
 from app.limits import TokenBuckets, retry_after
 from app.redact import redact
-from app.schemas import ClassifyRequest, ClassifyResponse, ErrorBody, ModelInfo
+from app.schemas import ClassifyRequest, ClassifyResponse, ErrorBody, ExplainRequest, ExplainResponse, ModelInfo
 
 log = logging.getLogger("ray.serve")
 # /docs and /openapi.json are served by routes below, behind the same keys as the API.
@@ -61,14 +64,19 @@ def _validation_message(err) -> str:
 @serve.deployment  # resources, scaling and queues: serve_config.yaml
 @serve.ingress(api)
 class Ingress:
-    def __init__(self, tokenizer, classifier, postprocessor, args: dict):
+    def __init__(self, tokenizer, classifier, postprocessor, explainer, args: dict):
         self.args = AppArgs.read(args, "application args")
         self.info = load_info(self.args.model, self.args.verify_key_file)
         self.tokenizer, self.classifier, self.postprocessor = tokenizer, classifier, postprocessor
+        self.explainer = explainer  # its own deployment and handle: never in a classify batch's way
         self.keys = KeyStore(self.args.api_keys_file) if self.args.api_keys_file else None
         if self.keys is None:
             log.warning("api_keys_file is not set: the API is open to anyone who can reach it")
         self.buckets = TokenBuckets(self.args.rate_limit_per_s, self.args.rate_limit_burst)
+        # Explanations are ~250 classifies each and make model extraction cheaper: a bucket of
+        # their own, at the application's explain rate (a key's own --rate is for classify).
+        self.explain_buckets = TokenBuckets(self.args.explain_rate_limit_per_s, self.args.explain_rate_limit_burst)
+        self.explain_s = 1.0  # recent seconds per explanation, for Retry-After when the queue is full
         # A request of at most this many texts cannot pass max_request_tokens (no text keeps more
         # than max_length tokens), so its tokens are neither summed nor need it travel whole.
         self.cap_safe_texts = self.args.max_request_tokens // self.info.max_length
@@ -105,7 +113,7 @@ class Ingress:
             raise Unauthorized("a valid API key is required (Authorization: Bearer <key>)")
         if scope not in key.scopes:
             raise Forbidden(f"this key lacks the {scope!r} scope")
-        wait = self.buckets.take(key.name, key.rate, key.burst)
+        wait = self.explain_buckets.take(key.name) if scope == "explain" else self.buckets.take(key.name, key.rate, key.burst)
         if wait:
             raise RateLimited("rate limit exceeded for this key", retry_after(wait))
 
@@ -259,6 +267,82 @@ class Ingress:
         """Classify one text or several. (Served by __serve_build_asgi_app__'s hot route; declared
         here so the OpenAPI document describes it from the same schemas.)"""
         return await self._classify_http(request.scope, request.receive)
+
+    # ----- explanations (app/explainer.py) -----
+    async def _explain_job(self, body: ExplainRequest) -> tuple[int | None, int]:
+        """(label index or None, steps) once the request passed every limit; nothing is queued at
+        the Explainer before this returns."""
+        text, args = body.text, self.args
+        if not text.strip():
+            raise ValidationFailed("text is empty")
+        if "\x00" in text:
+            raise ValidationFailed("text holds a NUL character")
+        if len(text) > args.max_text_chars:
+            raise PayloadTooLarge(f"text may hold at most {args.max_text_chars} characters; got {len(text)}")
+        if body.target is not None and body.target not in self.info.labels:
+            raise ValidationFailed(f"target {body.target!r} is not a label of this model; labels: {self.info.labels}")
+        steps = body.steps or args.explain_default_steps
+        if steps > args.explain_max_steps:
+            raise ValidationFailed(f"steps may be at most {args.explain_max_steps}; got {steps}")
+        # The Tokenizer stage counts the tokens, with the classify path's truncation: exact, and no
+        # tokenizer copy here. One short call; the explainer re-tokenizes for its word offsets.
+        tokens = int((await self.tokenizer.encode.remote([text]))["lengths"][0])
+        cost = step_tokens(body.method, steps, tokens)
+        if cost > args.explain_max_step_tokens:
+            rows = steps if body.method == "integrated_gradients" else tokens
+            raise PayloadTooLarge(
+                f"{body.method} of {tokens} tokens at {rows} {'steps' if rows == steps else 'rows'} is "
+                f"{rows} x {tokens} = {cost} step-tokens; at most {args.explain_max_step_tokens} "
+                f"(send fewer steps or a shorter text)")
+        target = None if body.target is None else self.info.labels.index(body.target)
+        return target, steps
+
+    async def _run_explainer(self, body: ExplainRequest, target: int | None, steps: int) -> dict:
+        timeout = self.args.explain_timeout_s
+        started = time.monotonic()
+        response = self.explainer.explain.remote(body.text, target, body.method, steps, time.time() + timeout)
+        try:
+            # The Explainer checks the deadline between chunks; the grace covers a lost replica.
+            out = await asyncio.wait_for(self._resolve(response), timeout + 5)
+        except BackPressureError:
+            raise Overloaded("the explainer is at capacity; retry shortly", math.ceil(2 * self.explain_s)) from None
+        except (DeadlineExceeded, asyncio.TimeoutError):
+            response.cancel()
+            raise Overloaded(f"the explanation did not finish within {timeout:g} s; retry later or with fewer steps",
+                             math.ceil(self.explain_s)) from None
+        except (RayActorError, RayServeException) as err:
+            log.warning("the explainer failed: %s", type(err).__name__)
+            raise Overloaded("the explainer is unavailable; retry shortly") from None
+        self.explain_s = 0.8 * self.explain_s + 0.2 * (time.monotonic() - started)
+        return out
+
+    @staticmethod
+    async def _resolve(response):
+        return await response
+
+    @api.post("/v1/explain", response_model=ExplainResponse, responses=ERROR_RESPONSES)
+    async def explain(self, request: Request) -> dict:
+        """Which words drove the prediction: per-word attributions for one label (scope `explain`)."""
+        self._authorize(request.headers.get("authorization"), "explain")
+        raw = await read_body(request.scope, request.receive, self.args.max_body_bytes)
+        try:
+            body = ExplainRequest.model_validate(json.loads(raw))
+        except (ValueError, RecursionError) as err:
+            if not hasattr(err, "errors"):
+                raise InvalidJSON("the body is not valid JSON (UTF-8)") from None
+            raise ValidationFailed(_validation_message(err)) from None
+        target, steps = await self._explain_job(body)
+        out = await self._run_explainer(body, target, steps)
+        labels, best = self.info.labels, max(range(len(out["probabilities"])), key=out["probabilities"].__getitem__)
+        ig = body.method == "integrated_gradients"
+        return {
+            "model": {"name": self.args.name, "version": self.info.version[:16]},
+            "prediction": {"label": labels[best], "score": out["probabilities"][best]},
+            "target": labels[out["target"]], "score": out["score"], "method": body.method,
+            "steps": steps if ig else None, "baseline": {"kind": "pad", "score": out["baseline_score"]},
+            "attributions": out["attributions"], "completeness": out["completeness"], "truncated": out["truncated"],
+            "usage": {"tokens": out["tokens"], "forward_rows": out["rows"], "cpu_ms": out["cpu_ms"]},
+        }
 
     @api.get("/v1/model", response_model=ModelInfo, responses=ERROR_RESPONSES)
     async def model_info(self, request: Request) -> dict:

@@ -1,6 +1,6 @@
 """API keys: a keys file holding salted hashes only, and the CLI that manages it.
 
-    python -m app.keys create --name NAME --scopes classify[,admin] --file KEYS_FILE [--rate 20 --burst 40]
+    python -m app.keys create --name NAME --scopes classify[,admin][,explain] --file KEYS_FILE [--rate 20 --burst 40]
     python -m app.keys list --file KEYS_FILE
     python -m app.keys revoke NAME --file KEYS_FILE
 
@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from app.errors import NotReady
 
 log = logging.getLogger("ray.serve")
-SCOPES = ("classify", "admin")
+SCOPES = ("classify", "admin", "explain")
 PREFIX = "rtc_"
 
 

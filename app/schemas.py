@@ -1,7 +1,7 @@
 """The v1 HTTP API's request and response shapes (also the OpenAPI document at /docs)."""
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
 
@@ -66,6 +66,57 @@ class ModelInfo(BaseModel):
     max_length: int
     base_model: str
     metrics: dict
+
+
+class ExplainRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: Text = Field(description="The text to explain (truncated as /v1/classify truncates it; flagged)")
+    target: StrictStr | None = Field(None, description="The label to explain; null: the predicted one. Multi-label "
+                                     "models explain one label at a time")
+    method: Literal["integrated_gradients", "occlusion"] = Field(
+        "integrated_gradients", description="integrated_gradients: exact up to `completeness.delta`; occlusion: "
+        "the score lost when a word is replaced by [PAD], one forward pass per word")
+    steps: StrictInt | None = Field(None, ge=1, description="Integrated-gradients steps (default and maximum: "
+                                    "the server's explain_default_steps and explain_max_steps)")
+
+
+class WordAttribution(BaseModel):
+    text: str = Field(description="The word as written: text[start:end]")
+    start: int
+    end: int
+    attribution: float = Field(description="Raw, in probability units: positive pushed towards the target")
+
+
+class Baseline(BaseModel):
+    kind: Literal["pad"]
+    score: float | None = Field(description="The target's probability for the baseline (integrated gradients)")
+
+
+class Completeness(BaseModel):
+    sum: float = Field(description="Sum of the attributions")
+    expected: float = Field(description="score(text) - score(baseline)")
+    delta: float = Field(description="sum - expected: the integration error")
+
+
+class ExplainUsage(BaseModel):
+    tokens: int
+    forward_rows: int
+    cpu_ms: float
+
+
+class ExplainResponse(BaseModel):
+    model: ModelRef
+    prediction: Score = Field(description="The predicted label and its probability")
+    target: str
+    score: float = Field(description="The target's probability for the text")
+    method: str
+    steps: int | None
+    baseline: Baseline
+    attributions: list[WordAttribution] = Field(description="One per word, in text order")
+    completeness: Completeness | None = Field(description="Integrated gradients only")
+    truncated: bool
+    usage: ExplainUsage
 
 
 class ErrorDetail(BaseModel):

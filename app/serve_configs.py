@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError
 
-from app.config import AppArgs, IngressConfig, ModelConfig, _Strict
+from app.config import AppArgs, ExplainerConfig, IngressConfig, ModelConfig, _Strict
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "serve_config.yaml"
@@ -28,7 +28,7 @@ GPU_CONFIG = ROOT / "serve_config.gpu.yaml"
 RAY_SERVICE = ROOT / "k8s" / "ray-service.classifier.yaml"
 SERVE_ENV = ROOT / "app" / "serve.env"
 MARKER = "  serveConfigV2: |\n"
-USER_CONFIGS = {"Ingress": IngressConfig, "Classifier": ModelConfig}
+USER_CONFIGS = {"Ingress": IngressConfig, "Classifier": ModelConfig, "Explainer": ExplainerConfig}
 # KubeRay's pods and Services fix where Serve listens (container port `serve`, Serve's default 8000).
 CLUSTER_OWNED_HTTP_OPTIONS = ("host", "port")
 

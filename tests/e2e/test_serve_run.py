@@ -85,4 +85,16 @@ def test_serve_status_shows_every_deployment_healthy(served):
     status = yaml.safe_load(out)["applications"]["classifier"]
     assert status["status"] == "RUNNING"
     assert {name: d["status"] for name, d in status["deployments"].items()} == {
-        "Ingress": "HEALTHY", "Tokenizer": "HEALTHY", "Classifier": "HEALTHY", "Postprocessor": "HEALTHY"}
+        "Ingress": "HEALTHY", "Tokenizer": "HEALTHY", "Classifier": "HEALTHY", "Postprocessor": "HEALTHY",
+        "Explainer": "HEALTHY"}  # at zero replicas until someone explains
+
+
+def test_serve_run_explains(served):
+    # The Explainer starts from zero replicas on the first request (serve_config.yaml).
+    url, _, _ = served
+    text = "A triumph of style and feeling."
+    response = requests.post(f"{url}/v1/explain", json={"text": text}, timeout=120)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert [w["text"] for w in body["attributions"]] == ["A", "triumph", "of", "style", "and", "feeling", "."]
+    assert body["steps"] == 32 and abs(body["completeness"]["delta"]) < 1e-3

@@ -4,12 +4,12 @@ import pytest
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
-from app.builder import Classifier, Ingress, Postprocessor, Tokenizer, config_options
-from app.config import AppArgs, IngressConfig, ModelConfig
+from app.builder import Classifier, Explainer, Ingress, Postprocessor, Tokenizer, config_options
+from app.config import AppArgs, ExplainerConfig, IngressConfig, ModelConfig
 from train.config import ConfigError, load_config
 
 ROOT = Path(__file__).parents[2]
-USER_CONFIGS = {"Ingress": IngressConfig, "Classifier": ModelConfig}
+USER_CONFIGS = {"Ingress": IngressConfig, "Classifier": ModelConfig, "Explainer": ExplainerConfig}
 
 
 @pytest.mark.parametrize("preset", ["tiny", "default", "gpu"])
@@ -57,12 +57,25 @@ def test_default_graph_fits_two_cores():
     options = config_options()
     cpus = sum(o["ray_actor_options"]["num_cpus"] * o["autoscaling_config"]["min_replicas"] for o in options.values())
     assert cpus <= 2
+    # The Explainer scales from zero; once it runs, the graph still fits the 2 CPUs.
+    assert options["Explainer"]["autoscaling_config"]["min_replicas"] == 0
+    assert cpus + options["Explainer"]["ray_actor_options"]["num_cpus"] <= 2
+
+
+def test_explainer_runs_one_at_a_time_with_a_bounded_queue():
+    explainer = config_options()["Explainer"]
+    assert explainer["max_ongoing_requests"] == 1 and 0 < explainer["max_queued_requests"] <= 16
+
+
+def test_explain_default_steps_within_the_maximum():
+    with pytest.raises(ValueError, match=r"explain_default_steps \(65\) exceeds explain_max_steps \(64\)"):
+        AppArgs.read({"explain_default_steps": 65}, "args")
 
 
 def test_serve_config_is_the_one_home_of_serving_tunables():
     options = config_options()
     # No deployment option is set in code (a decorator value would be a second home) ...
-    for deployment in (Ingress, Tokenizer, Classifier, Postprocessor):
+    for deployment in (Ingress, Tokenizer, Classifier, Postprocessor, Explainer):
         assert deployment._deployment_config.user_configured_option_names == set(), deployment.name
         assert options[deployment.name]["ray_actor_options"]["num_cpus"] > 0
     # ... and serve_config.yaml spells out every user_config field and request limit.
@@ -70,7 +83,9 @@ def test_serve_config_is_the_one_home_of_serving_tunables():
         assert set(options[name]["user_config"]) == set(reader.model_fields), name
     (app,) = yaml.safe_load((ROOT / "serve_config.yaml").read_text())["applications"]
     limits = {"max_items", "max_text_chars", "max_body_bytes", "max_request_tokens", "max_in_flight",
-              "rate_limit_per_s", "rate_limit_burst", "request_log_sample_rate"}
+              "rate_limit_per_s", "rate_limit_burst", "request_log_sample_rate", "explain_default_steps",
+              "explain_max_steps", "explain_max_step_tokens", "explain_timeout_s", "explain_rate_limit_per_s",
+              "explain_rate_limit_burst"}
     assert limits <= set(app["args"])
 
 

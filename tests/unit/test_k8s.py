@@ -153,7 +153,7 @@ def test_cpu_stages_land_on_the_cpu_group_by_rule():
         asks = {"CPU": options.get("num_cpus", 1), "GPU": options.get("num_gpus", 0), **options.get("resources", {})}
         hosts = [name for name, offer in offers.items()
                  if all(offer.get(res, 0) >= amount for res, amount in asks.items() if amount)]
-        if asks["GPU"]:
+        if asks["GPU"] or asks.get("model_weights"):  # the stages that load weights
             assert hosts == ["gpu-classifier"], deployment["name"]
         else:  # a CPU stage: it must ask for the resource, and only the CPU group can host it
             assert asks.get(CPU_STAGE, 0) > 0, f"{deployment['name']} does not ask for {CPU_STAGE}"
@@ -307,8 +307,14 @@ def test_model_encryption_keys_reach_only_the_pods_that_load_weights():
         else:
             assert "MODEL_KEY_FILE" not in env
     assert holders == ["gpu-classifier"]
-    (classifier,) = [d for d in serve_app(service)["deployments"] if d["name"] == "Classifier"]
-    assert classifier["ray_actor_options"]["num_gpus"] >= 1
+    # The stages that load weights can land nowhere else: the Classifier by its GPU, the Explainer
+    # by `model_weights`, which only the key-holding group offers.
+    deployments = {d["name"]: d for d in serve_app(service)["deployments"]}
+    assert deployments["Classifier"]["ray_actor_options"]["num_gpus"] >= 1
+    assert "model_weights" in deployments["Explainer"]["ray_actor_options"]["resources"]
+    offering = [g.get("groupName", "head") for g in groups(service)
+                if "model_weights" in g.get("rayStartParams", {}).get("resources", "")]
+    assert offering == ["gpu-classifier"]
     assert "model_key_file" not in serve_app(service)["args"] and "runtime_env" not in serve_app(service)
     job = by_kind("RayJob")
     head = cluster_spec(job)["headGroupSpec"]["template"]["spec"]
