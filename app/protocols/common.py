@@ -58,7 +58,7 @@ def schema(model: type[BaseModel], schemas: dict) -> dict:
 def operation(summary: str, tag: str, request: dict | None, response: dict, errors: dict[int, dict],
               content_type: str = "application/json") -> dict:
     """An OpenAPI operation: a JSON request body (if any), the 200 body and the error bodies."""
-    op = {"summary": summary, "tags": [tag],
+    op = {"summary": summary, "tags": ["interop", tag],
           "responses": {"200": {"description": "OK", "content": {content_type: {"schema": response}}}}
           | {str(code): {"description": "error", "content": {"application/json": {"schema": body}}}
              for code, body in errors.items()}}
