@@ -133,7 +133,8 @@ def test_triton_binary_and_json(server, triton):
     scores = res.as_numpy("scores")
     assert scores.dtype == np.float32 and scores.shape == (2, 2)
     assert scores.ravel().tolist() == pytest.approx([r[label] for r in ref for label in ("negative", "positive")], abs=1e-5)
-    assert res.as_numpy("tokens").tolist() == [5, 5] and res.as_numpy("truncated").tolist() == [False, False]
+    v1 = requests.post(f"{url}/v1/classify", json={"texts": texts}, headers=bearer(key), timeout=30).json()["predictions"]
+    assert res.as_numpy("tokens").tolist() == [p["tokens"] for p in v1] and res.as_numpy("truncated").tolist() == [False, False]
 
     plain = httpclient.InferInput("text", [2], "BYTES")
     plain.set_data_from_numpy(array, binary_data=False)
