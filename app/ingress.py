@@ -7,10 +7,14 @@ tokenizer, model and postprocessor each see one call, and results are split back
 A batch gives its slot back once the model is done, before postprocessing. Requests that break a
 token rule (`truncate: false`, `max_request_tokens`) are refused right after the tokenizer: the
 model never sees them, and the rest of their batch goes on without them.
+
+`/v1/classify` and the interop protocols' routes (app/protocols: Hugging Face, TEI, KServe v1,
+Open Inference Protocol v2) share one admission path, `infer`: key and scope, rate limit,
+in-flight cap, body and text limits, then the coalescer. Only parsing, response building and the
+error shape differ by protocol.
 """
 
 import asyncio
-import json
 import logging
 import random
 from dataclasses import replace
