@@ -5,7 +5,8 @@
 Starts the graph as `make serve` does (`serve run serve_config.yaml` with app/serve.env), then
 runs wrk's W1 c=64 (one short SST-2 text per request, 64 connections) on /v1/classify, HF
 (`POST /models/{name}`), OIP v2 with JSON tensors and v2 with binary tensors (as tritonclient
-sends them), interleaved round by round so drift on the shared machine hits every route alike.
+sends them), interleaved round by round, each round starting at the next route, so drift on the
+shared machine hits every route alike.
 Prints a Markdown table: per route the best round's texts/s, its ratio to /v1/classify's best and
 its p50/p99 latency. Every request must answer 200 (wrk counts others as non2xx; they fail the run).
 """
@@ -42,8 +43,11 @@ def main() -> int:
             for protocol in ROUTES.values():  # warm every route's path
                 os.environ["PROTOCOL"] = protocol
                 run.wrk(url, files["short"], 1, 4, 2)
-            for _ in range(args.rounds):
-                for name, protocol in ROUTES.items():
+            names = list(ROUTES)
+            for r in range(args.rounds):
+                # Each round starts at another route, so no route always runs first (or last).
+                for name in names[r % len(names):] + names[: r % len(names)]:
+                    protocol = ROUTES[name]
                     os.environ["PROTOCOL"] = protocol
                     stats = run.wrk(url, files["short"], 1, args.connections, args.duration)
                     if stats["non2xx"] or stats["socket_errors"]:
