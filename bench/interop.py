@@ -9,6 +9,9 @@ sends them), interleaved round by round, each round starting at the next route, 
 shared machine hits every route alike.
 Prints a Markdown table: per route the best round's texts/s, its ratio to /v1/classify's best and
 its p50/p99 latency. Every request must answer 200 (wrk counts others as non2xx; they fail the run).
+
+`--handlers` instead times, in this process and without Ray, each route's own work for a one-text
+request (parse the body, build Job, answer from fixed predictions): the per-protocol ingress cost.
 """
 from __future__ import annotations
 
@@ -25,13 +28,58 @@ from tests.conftest import wait_ready
 ROUTES = {"/v1/classify": "v1", "HF /models/{name}": "hf", "v2 infer (JSON)": "v2", "v2 infer (binary)": "v2bin"}
 
 
+def handler_costs(n: int = 20_000) -> None:
+    import asyncio
+    import json
+    import time
+    import types
+
+    from app.config import AppArgs
+    from app.ingress import Ingress
+    from app.protocols import hf, oip
+
+    cls, text = Ingress.func_or_class, "a gripping , funny and moving film about friendship"
+    preds = [{"label": "positive", "score": 0.9, "scores": [{"label": "positive", "score": 0.9},
+              {"label": "negative", "score": 0.1}], "truncated": False, "tokens": 12}]
+    ingress = types.SimpleNamespace(args=AppArgs(), info=types.SimpleNamespace(
+        labels=["negative", "positive"], version="0" * 64, multi_label=False, max_length=128))
+    ingress.check_count = lambda items, field: cls.check_count(ingress, items, field)
+    ingress._parse = lambda body: cls._parse(ingress, body)
+    bodies = {
+        "/v1/classify": (("POST", "/v1/classify"), {"texts": [text]}),
+        "HF /models/{name}": (("POST", "/models/text-classifier"), {"inputs": text, "parameters": {}}),
+        "v2 infer (JSON)": (("POST", "/v2/models/text-classifier/infer"),
+                            {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [text]}]}),
+    }
+    routes = hf.routes(ingress) | oip.routes(ingress)
+    routes[("POST", "/v1/classify")] = types.SimpleNamespace(handler=lambda scope, receive: cls._classify_http(ingress, scope, receive))
+
+    async def measure():
+        for name, (key, body) in bodies.items():
+            raw = json.dumps(body).encode()
+
+            async def infer(scope, receive, parse, raw=raw):
+                return parse(raw)[1], preds
+            ingress.infer = infer
+            started = time.perf_counter()
+            for _ in range(n):
+                await routes[key].handler({"headers": []}, None)
+            print(f"| {name} | {(time.perf_counter() - started) / n * 1e6:.1f} µs |")
+    print("| route | parse + answer, one text |\n|---|---|")
+    asyncio.run(measure())
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--duration", type=float, default=10, help="seconds per wrk run")
     p.add_argument("--connections", type=int, default=64)
     p.add_argument("--model", help="artifact directory (default: the packaged MiniLM, untrained head, max_length 128)")
+    p.add_argument("--handlers", action="store_true", help="time each route's own parse/answer work in-process")
     args = p.parse_args()
+    if args.handlers:
+        handler_costs()
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         files, model = run.texts(tmp), run.bench_model(args.model, tmp)
