@@ -8,6 +8,8 @@ import os
 import signal
 import struct
 import subprocess
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -324,3 +326,25 @@ def test_openapi_lists_the_json_routes(server):
     paths = requests.get(f"{url}/openapi.json", headers=bearer(key), timeout=30).json()["paths"]
     assert {f"/models/{NAME}", "/predict", "/info", f"/v1/models/{NAME}:predict", f"/v2/models/{NAME}/infer",
             "/v2/health/ready", "/v1/classify"} <= set(paths)
+
+
+def test_requests_of_every_protocol_share_graph_calls(server):
+    """24 requests at once, 6 per protocol: if each protocol (or request) had its own path to the
+    graph there would be one graph call per request; the one coalescer gathers them."""
+    url, key, admin = server
+    calls = [(f"/models/{NAME}", {"inputs": "fine"}), ("/predict", {"inputs": "fine"}),
+             (f"/v1/models/{NAME}:predict", {"instances": ["fine"]}),
+             (f"/v2/models/{NAME}/infer", {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["fine"]}]})]
+    before = requests.get(f"{url}/v1/stats", headers=bearer(admin), timeout=30).json()["ingress"]
+    barrier = threading.Barrier(24)
+
+    def call(path, body):
+        barrier.wait()
+        return requests.post(f"{url}{path}", json=body, headers=bearer(key), timeout=30).status_code
+
+    with ThreadPoolExecutor(24) as pool:
+        statuses = list(pool.map(lambda c: call(*c), calls * 6))
+    after = requests.get(f"{url}/v1/stats", headers=bearer(admin), timeout=30).json()["ingress"]
+    assert statuses == [200] * 24
+    assert after["requests"] - before["requests"] == 24 and after["texts"] - before["texts"] == 24
+    assert after["batches"] - before["batches"] < 24
