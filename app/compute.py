@@ -98,8 +98,20 @@ def sigmoid(values: np.ndarray) -> np.ndarray:
     return np.where(values >= 0, 1 / (1 + neg), neg / (1 + neg))
 
 
-def predictions(values: np.ndarray, labels: list[str], top_k: list[int | None], multi_label: bool) -> list[dict]:
-    probs = sigmoid(values) if multi_label else softmax(values)
+# Score functions a request may ask for instead of the model's own (HF's `function_to_apply`,
+# TEI's `raw_scores`); "none" is the raw logits.
+ACTIVATIONS = {"softmax": softmax, "sigmoid": sigmoid, "none": lambda values: values}
+
+
+def predictions(values: np.ndarray, labels: list[str], top_k: list[int | None], multi_label: bool,
+                activation: list[str | None] | None = None) -> list[dict]:
+    """Per row: the label, its score and the top_k scores, highest first. activation, per row,
+    names a score function of ACTIVATIONS; None (or a None row) is the model's own."""
+    own = "sigmoid" if multi_label else "softmax"
+    probs = ACTIVATIONS[own](values)
+    for name in set(activation or ()) - {None, own}:  # one vectorised pass per function asked for
+        rows = [i for i, a in enumerate(activation) if a == name]
+        probs[rows] = ACTIVATIONS[name](values[rows])
     order = np.argsort(-probs, axis=1, kind="stable")
     out = []
     for row, k in zip(range(len(probs)), top_k):

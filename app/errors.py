@@ -58,6 +58,16 @@ class ValidationFailed(ApiError):
     status, type = 422, "validation_error"
 
 
+# Refinements that keep their parent's type and status here; the interop protocols (app/protocols)
+# map them apart, as TEI answers an empty input 400 `Empty` and a body over the limit 413.
+class EmptyText(ValidationFailed):
+    pass
+
+
+class BodyTooLarge(PayloadTooLarge):
+    pass
+
+
 class Overloaded(ApiError):
     status, type, retry_after = 503, "overloaded", 1
 
@@ -76,7 +86,8 @@ _HTTP_STATUS = {404: NotFound, 405: MethodNotAllowed}
 STATUS_TABLE = {cls.type: cls.status for cls in ApiError.__subclasses__()} | {ApiError.type: ApiError.status}
 
 
-def _headers(err: ApiError) -> dict[str, str]:
+def error_headers(err: ApiError) -> dict[str, str]:
+    """Retry-After and WWW-Authenticate: the same on every protocol's error."""
     headers = {}
     if err.retry_after:
         headers["Retry-After"] = str(err.retry_after)
@@ -90,12 +101,12 @@ def _body(err: ApiError) -> dict:
 
 
 def error_response(err: ApiError, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse(_body(err), status_code=err.status, headers=dict(headers or {}) | _headers(err))
+    return JSONResponse(_body(err), status_code=err.status, headers=dict(headers or {}) | error_headers(err))
 
 
 def render(err: ApiError) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     """(status, raw ASGI headers, body bytes): the same answer as error_response, for app/http.py."""
-    headers = [(k.lower().encode(), v.encode()) for k, v in _headers(err).items()]
+    headers = [(k.lower().encode(), v.encode()) for k, v in error_headers(err).items()]
     return err.status, headers, json.dumps(_body(err), separators=(",", ":")).encode()
 
 

@@ -7,18 +7,22 @@ tokenizer, model and postprocessor each see one call, and results are split back
 A batch gives its slot back once the model is done, before postprocessing. Requests that break a
 token rule (`truncate: false`, `max_request_tokens`) are refused right after the tokenizer: the
 model never sees them, and the rest of their batch goes on without them.
+
+`/v1/classify` and the interop protocols' routes (app/protocols: Hugging Face, TEI, KServe v1,
+Open Inference Protocol v2) share one admission path, `infer`: key and scope, rate limit,
+in-flight cap, body and text limits, then the coalescer. Only parsing, response building and the
+error shape differ by protocol.
 """
 
 import asyncio
-import json
 import logging
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import replace
 
 import numpy as np
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.openapi.docs import get_swagger_ui_html
 from ray import serve
 from ray.exceptions import RayActorError
@@ -31,9 +35,11 @@ from app.artifact_source import load_info
 from app.batching import Coalescer
 from app.config import AppArgs, IngressConfig
 from app.errors import (
-    Forbidden, InvalidJSON, NotReady, Overloaded, PayloadTooLarge, RateLimited, Unauthorized, ValidationFailed,
+    EmptyText, Forbidden, NotReady, Overloaded, PayloadTooLarge, RateLimited, Unauthorized, ValidationFailed,
 )
-from app.http import HotRoutes, header, read_body
+from app.http import HotRoutes, Reply, Route, header, json_reply, read_body
+from app.protocols import PROTOCOLS
+from app.protocols.common import Job, parse_json, validate
 from app.keys import KeyStore
 from app.limits import TokenBuckets, retry_after
 from app.redact import redact
@@ -46,19 +52,6 @@ errors.install(api)
 ERROR_RESPONSES = {code: {"model": ErrorBody} for code in (400, 401, 403, 413, 422, 429, 503)}
 READY_TIMEOUT_S = 5.0
 STATS_MAX_CALLS = 64
-
-
-@dataclass(frozen=True)
-class Job:
-    texts: list[str]
-    top_k: int | None
-    truncate: bool
-
-
-def _validation_message(err) -> str:
-    first = err.errors()[0]
-    where = ".".join(map(str, first["loc"])) or "body"
-    return f"{where}: {first['msg']}" + (f" ({len(err.errors())} problems)" if len(err.errors()) > 1 else "")
 
 
 @serve.deployment  # resources, scaling and queues: serve_config.yaml
@@ -149,8 +142,10 @@ class Ingress:
             # and the classifier replicas do not idle through the postprocessor hop.
             logits = await self.classifier.forward.remote({"ids": ids, "lengths": lengths})
             slot.release()
-            top_k = [job.top_k for job, r in zip(jobs, refused) if r is None for _ in job.texts]
-            preds = await self.postprocessor.run.remote(logits, top_k)
+            live = [job for job, r in zip(jobs, refused) if r is None]
+            top_k = [job.top_k for job in live for _ in job.texts]
+            activation = [job.activation for job in live for _ in job.texts]
+            preds = await self.postprocessor.run.remote(logits, top_k, activation if any(activation) else None)
         slot.release()
         self.stats["batches"] += 1
         self.stats["texts"] += len(lengths)
@@ -192,7 +187,7 @@ class Ingress:
             if whole:
                 results = [await self.coalescer.submit(job)]
             else:
-                parts = [Job(job.texts[i: i + size], job.top_k, job.truncate) for i in range(0, n, size)]
+                parts = [replace(job, texts=job.texts[i: i + size]) for i in range(0, n, size)]
                 results = await asyncio.gather(*(self.coalescer.submit(p) for p in parts))
         except BackPressureError:
             raise Overloaded("the model is at capacity; retry shortly") from None
@@ -204,57 +199,84 @@ class Ingress:
                 raise result
         return results[0] if whole else [p for result in results for p in result]
 
-    def _parse(self, body: bytes) -> ClassifyRequest:
-        try:
-            data = json.loads(body)
-        except (ValueError, RecursionError):
-            raise InvalidJSON("the body is not valid JSON (UTF-8)") from None
-        if isinstance(data, dict) and isinstance(data.get("texts"), list) and len(data["texts"]) > self.args.max_items:
-            raise PayloadTooLarge(f"`texts` may hold at most {self.args.max_items} items; got {len(data['texts'])}")
-        try:
-            parsed = ClassifyRequest.model_validate(data)
-        except (ValueError, RecursionError) as err:
-            raise ValidationFailed(_validation_message(err) if hasattr(err, "errors") else "the body is nested too deeply") from None
-        for i, text in enumerate(parsed.items):
-            field = "text" if parsed.text is not None else f"texts[{i}]"
+    def check_count(self, items, field: str) -> None:
+        """Refuse more than max_items before a list is validated item by item."""
+        if isinstance(items, list) and len(items) > self.args.max_items:
+            raise PayloadTooLarge(f"`{field}` may hold at most {self.args.max_items} items; got {len(items)}")
+
+    def _check_texts(self, job: Job) -> None:
+        self.check_count(job.texts, job.field.partition("[")[0])
+        for i, text in enumerate(job.texts):
+            field = job.field.format(i)
             if not text.strip():
-                raise ValidationFailed(f"{field} is empty")
+                raise EmptyText(f"{field} is empty")
             if len(text) > self.args.max_text_chars:
                 raise PayloadTooLarge(f"{field} may hold at most {self.args.max_text_chars} characters; got {len(text)}")
             if "\x00" in text:
                 raise ValidationFailed(f"{field} holds a NUL character")
-        return parsed
 
-    # ----- routes -----
-    def __serve_build_asgi_app__(self):
-        # Serve calls this after __init__ and serves what it returns. POST /v1/classify, the route
-        # that carries traffic, skips FastAPI's layers (see app/http.py); `self.app` is the FastAPI
-        # app that @serve.ingress bound to this replica, and it keeps every other route.
-        return HotRoutes(self.app, {("POST", "/v1/classify"): self._classify_http})
+    def _parse(self, body: bytes) -> tuple[Job, None]:
+        data = parse_json(body)
+        if isinstance(data, dict):
+            self.check_count(data.get("texts"), "texts")
+        parsed = validate(ClassifyRequest, data)
+        return Job(parsed.items, parsed.top_k, parsed.truncate, field="text" if parsed.text is not None else "texts[{}]"), None
 
-    async def _classify_http(self, scope: dict, receive) -> dict:
+    # ----- the one admission path of every inference route, whatever its protocol -----
+    def authorize(self, scope: dict, name: str) -> None:
+        self._authorize(header(scope, b"authorization"), name)
+
+    async def infer(self, scope: dict, receive, parse) -> tuple[object, list[dict]]:
+        """Key and scope, rate limit, in-flight cap, body limit, then parse(body) -> (Job, context)
+        and the text limits, before anything is queued; returns (context, predictions)."""
         self.stats["requests"] += 1
         try:
-            self._authorize(header(scope, b"authorization"), "classify")
+            self.authorize(scope, "classify")
             if self.in_flight >= self.args.max_in_flight:
                 raise Overloaded(f"this replica holds {self.in_flight} requests; retry shortly")
             self.in_flight += 1
             try:
-                body = self._parse(await read_body(scope, receive, self.args.max_body_bytes))
+                job, context = parse(await read_body(scope, receive, self.args.max_body_bytes))
+                self._check_texts(job)
                 if self.args.request_log_sample_rate and random.random() < self.args.request_log_sample_rate:
-                    log.info("sampled request (masked): %s", [redact(t[:500]) for t in body.items])
-                preds = await self._classify(Job(body.items, body.top_k, body.truncate))
+                    log.info("sampled request (masked): %s", [redact(t[:500]) for t in job.texts])
+                preds = await self._classify(job)
             finally:
                 self.in_flight -= 1
         except errors.ApiError as err:
             self.requests.inc(tags={"status": str(err.status)})
             raise
         self.requests.inc(tags={"status": "200"})
-        return {
+        return context, preds
+
+    async def ready(self) -> None:
+        """Raise NotReady unless every stage of the graph answers."""
+        stages = (self.tokenizer, self.classifier, self.postprocessor)
+        try:
+            await asyncio.wait_for(asyncio.gather(*(s.ping.remote() for s in stages)), READY_TIMEOUT_S)
+        except Exception:  # noqa: BLE001 - any failure means not ready
+            raise NotReady("a stage of the graph is not ready") from None
+
+    # ----- routes -----
+    def __serve_build_asgi_app__(self):
+        # Serve calls this after __init__ and serves what it returns. POST /v1/classify, the route
+        # that carries traffic, skips FastAPI's layers (see app/http.py); `self.app` is the FastAPI
+        # app that @serve.ingress bound to this replica, and it keeps every other route.
+        # The interop protocols' routes (app/protocols) are all served here too, each with its
+        # own error shape; their paths are concrete, since the model name is known by now.
+        routes, namespaces = {("POST", "/v1/classify"): Route(self._classify_http)}, {}
+        for protocol in PROTOCOLS:
+            routes |= protocol.routes(self)
+            namespaces |= dict.fromkeys(protocol.NAMESPACES, protocol.render)
+        return HotRoutes(self.app, routes, namespaces)
+
+    async def _classify_http(self, scope: dict, receive) -> Reply:
+        _, preds = await self.infer(scope, receive, self._parse)
+        return json_reply({
             "model": {"name": self.args.name, "version": self.info.version[:16]},
             "predictions": preds,
             "usage": {"tokens": sum(p["tokens"] for p in preds)},
-        }
+        })
 
     @api.post(
         "/v1/classify",
@@ -263,10 +285,11 @@ class Ingress:
         openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
             "schema": ClassifyRequest.model_json_schema()}}}},
     )
-    async def classify(self, request: Request) -> dict:
+    async def classify(self, request: Request) -> Response:
         """Classify one text or several. (Served by __serve_build_asgi_app__'s hot route; declared
         here so the OpenAPI document describes it from the same schemas.)"""
-        return await self._classify_http(request.scope, request.receive)
+        reply = await self._classify_http(request.scope, request.receive)
+        return Response(reply.body, reply.status, media_type=reply.content_type.decode())
 
     # ----- explanations (app/explainer.py) -----
     async def _explain_job(self, body: ExplainRequest) -> tuple[int | None, int]:
@@ -325,12 +348,7 @@ class Ingress:
         """Which words drove the prediction: per-word attributions for one label (scope `explain`)."""
         self._authorize(request.headers.get("authorization"), "explain")
         raw = await read_body(request.scope, request.receive, self.args.max_body_bytes)
-        try:
-            body = ExplainRequest.model_validate(json.loads(raw))
-        except (ValueError, RecursionError) as err:
-            if not hasattr(err, "errors"):
-                raise InvalidJSON("the body is not valid JSON (UTF-8)") from None
-            raise ValidationFailed(_validation_message(err)) from None
+        body = validate(ExplainRequest, parse_json(raw))  # the same 400/422 rules as /v1/classify
         target, steps = await self._explain_job(body)
         out = await self._run_explainer(body, target, steps)
         labels, best = self.info.labels, max(range(len(out["probabilities"])), key=out["probabilities"].__getitem__)
@@ -381,7 +399,19 @@ class Ingress:
     @api.get("/openapi.json", include_in_schema=False)
     async def openapi(self, request: Request) -> dict:
         self._authorize(request.headers.get("authorization"), "classify")
-        return api.openapi()
+        return self._openapi()
+
+    def _openapi(self) -> dict:
+        """FastAPI's document plus the interop protocols' JSON routes (served by the hot routes)."""
+        document = dict(api.openapi())
+        document["paths"] = dict(document["paths"])
+        schemas = dict(document.get("components", {}).get("schemas", {}))
+        for protocol in PROTOCOLS:
+            paths, models = protocol.openapi(self.args.name)
+            document["paths"] |= paths
+            schemas |= models
+        document["components"] = dict(document.get("components", {}), schemas=schemas)
+        return document
 
     @api.get("/docs", include_in_schema=False)
     async def docs(self, request: Request):
@@ -394,9 +424,5 @@ class Ingress:
 
     @api.get("/readyz", responses={503: {"model": ErrorBody}})
     async def readyz(self) -> dict:
-        stages = (self.tokenizer, self.classifier, self.postprocessor)
-        try:
-            await asyncio.wait_for(asyncio.gather(*(s.ping.remote() for s in stages)), READY_TIMEOUT_S)
-        except Exception:  # noqa: BLE001 - any failure means not ready
-            raise NotReady("a stage of the graph is not ready") from None
+        await self.ready()
         return {"status": "ready"}

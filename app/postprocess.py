@@ -16,8 +16,8 @@ class Postprocessor:
 
     # async: a softmax over a batch takes microseconds; Serve's thread-pool hand-off for a sync
     # method took far longer (bench/flame, issue #11).
-    async def run(self, logits: np.ndarray, top_k: list[int | None]) -> list[dict]:
-        return predictions(logits, self.labels, top_k, self.multi_label)
+    async def run(self, logits: np.ndarray, top_k: list[int | None], activation: list[str | None] | None = None) -> list[dict]:
+        return predictions(logits, self.labels, top_k, self.multi_label, activation)
 
     def ping(self) -> bool:
         return True

@@ -26,8 +26,6 @@ GREEN, RED = (22, 163, 74), (220, 38, 38)
 
 def explain_texts(info, texts: list[str], targets: list[str | None], method: str, steps: int) -> list[dict]:
     """One explanation per text, with label names: the shape the pages below render."""
-    import torch
-
     model, tokenizer = load_model(info), load_tokenizer(info)
     out = []
     for text, target in zip(texts, targets):

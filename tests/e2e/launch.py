@@ -23,8 +23,9 @@ class Server(NamedTuple):
     env: dict
 
 
-def serve_run(tmp: Path, artifact: Path, **extra_env: str) -> Server:
-    """Start `serve run` on artifact with app/serve.env plus extra_env; return at once.
+def serve_run(tmp: Path, artifact: Path, args: dict | None = None, **extra_env: str) -> Server:
+    """Start `serve run` on artifact with app/serve.env plus extra_env (and application args over
+    serve_config.yaml's); return at once.
 
     Its own session, so a test can SIGINT the group as a terminal's Ctrl-C does (a background
     `serve run` of a non-interactive shell ignores SIGINT). Output goes to tmp/serve.log.
@@ -32,7 +33,7 @@ def serve_run(tmp: Path, artifact: Path, **extra_env: str) -> Server:
     config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
     port = free_port()
     config["http_options"]["port"] = port
-    config["applications"][0]["args"]["model"] = str(artifact)
+    config["applications"][0]["args"] |= {"model": str(artifact), **(args or {})}
     path = tmp / "serve_config.yaml"
     path.write_text(yaml.safe_dump(config))
     # Loopback only: without this, Ray binds its services to the machine's interface address.

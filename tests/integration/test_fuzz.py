@@ -1,4 +1,6 @@
 """schemathesis against the live graph: every generated request answered as documented, no 5xx."""
+import re
+
 import pytest
 import ray
 from ray import serve
@@ -17,4 +19,5 @@ def test_api_matches_its_openapi_document(tiny_artifact, tmp_path):
         serve.shutdown()
         ray.shutdown()
     assert result.returncode == 0, result.stdout[-4000:]
-    assert " passed" in result.stdout and "Selected: 5/5" in result.stdout
+    # The 5 operations of the project's own API; the interop routes' (tag `interop`) are left out.
+    assert " passed" in result.stdout and re.search(r"Selected: 5/\d+", result.stdout), result.stdout[-4000:]

@@ -93,7 +93,7 @@ def test_bad_input_gets_its_status_and_body(url, body, status, kind, fragment):
 
 
 def test_unknown_route_and_method(url):
-    assert_error(requests.get(f"{url}/v2/nothing", timeout=10), 404, "not_found")
+    assert_error(requests.get(f"{url}/v3/nothing", timeout=10), 404, "not_found")  # /v2/ is the OIP's (app/protocols)
     not_allowed = requests.get(f"{url}/v1/classify", timeout=10)
     assert_error(not_allowed, 405, "method_not_allowed")
     assert not_allowed.headers["Allow"] == "POST"

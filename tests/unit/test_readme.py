@@ -30,3 +30,14 @@ def test_readme_error_table_is_the_code_status_table():
             assert name not in documented, f"{name} documented twice"
             documented[name] = codes[i if len(codes) > 1 else 0]
     assert documented == STATUS_TABLE
+
+
+def test_readme_interop_error_tables_are_the_protocols_tables():
+    from app.protocols import kserve, tei
+
+    readme = (ROOT / "README.md").read_text()
+    kserve_rows = _markdown_table(readme, ["project type", "KServe v1 / v2 status"])
+    assert {re.findall(r"`(\w+)`", t)[0]: int(s) for t, s in kserve_rows} == {c.type: s for c, s in kserve.STATUS.items()}
+    tei_rows = _markdown_table(readme, ["project error", "TEI status", "error_type"])
+    # One row per entry of tei.TABLE, in its (first match) order.
+    assert [(int(s), k.strip("`")) for _, s, k in tei_rows] == [(s, k) for _, s, k in tei.TABLE]
