@@ -98,12 +98,29 @@ def sigmoid(values: np.ndarray) -> np.ndarray:
     return np.where(values >= 0, 1 / (1 + neg), neg / (1 + neg))
 
 
-def predictions(values: np.ndarray, labels: list[str], top_k: list[int | None], multi_label: bool) -> list[dict]:
-    probs = sigmoid(values) if multi_label else softmax(values)
+def predictions(values: np.ndarray, labels: list[str], top_k: list[int | None], multi_label: bool, *,
+                temperature: float = 1.0, thresholds: tuple[float, ...] | None = None) -> list[dict]:
+    """Per row: `scores`, the top_k labels by score (every label for None), and the decision.
+
+    Single-label: scores are softmax(logits / temperature) (the artifact's calibration; 1 leaves
+    them as trained) and the decision is the top label. Multi-label: scores are sigmoid(logits),
+    `labels` holds every label whose score reaches its threshold (0.5 without tuned ones), by
+    score, and `label`/`score` are the first of them, or None when no label reaches its threshold.
+    """
+    if multi_label:
+        probs = sigmoid(values)
+        cut = np.asarray(thresholds if thresholds is not None else [0.5] * len(labels), dtype=np.float32)
+    else:
+        probs = softmax(values / temperature)
     order = np.argsort(-probs, axis=1, kind="stable")
     out = []
     for row, k in zip(range(len(probs)), top_k):
         ranked = order[row][: k or len(labels)]
         scores = [{"label": labels[i], "score": float(probs[row, i])} for i in ranked]
-        out.append({"label": scores[0]["label"], "score": scores[0]["score"], "scores": scores})
+        if not multi_label:
+            out.append({"label": scores[0]["label"], "score": scores[0]["score"], "scores": scores})
+            continue
+        passed = [{"label": labels[i], "score": float(probs[row, i])} for i in order[row] if probs[row, i] >= cut[i]]
+        top = passed[0] if passed else {"label": None, "score": None}
+        out.append({"label": top["label"], "score": top["score"], "labels": passed, "scores": scores})
     return out
