@@ -34,7 +34,7 @@ def fit_temperature(logits: np.ndarray, targets: np.ndarray, max_iter: int = 100
 
     if len(y):
         opt.step(closure)
-    return float(log_t.exp())
+    return float(log_t.detach().exp())
 
 
 def reliability(probs: np.ndarray, targets: np.ndarray, bins: int = ECE_BINS) -> dict:
