@@ -21,8 +21,8 @@ def fit_temperature(logits: np.ndarray, targets: np.ndarray, max_iter: int = 100
     """The T > 0 minimising the mean NLL of softmax(logits / T) against integer targets."""
     import torch
 
-    x = torch.as_tensor(np.asarray(logits, dtype=np.float64))
-    y = torch.as_tensor(np.asarray(targets, dtype=np.int64))
+    x = torch.tensor(np.asarray(logits, dtype=np.float64))  # a copy: the input may be read-only
+    y = torch.tensor(np.asarray(targets, dtype=np.int64))
     log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([log_t], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
 

@@ -151,3 +151,26 @@ def test_bad_calibration_is_refused(tmp_path, calibration, multi, message):
     write_manifest(path)  # hashes that match: the content itself must be refused
     with pytest.raises(ArtifactError, match=message):
         read_info(path)
+
+
+def test_calibrate_cli_writes_a_verified_copy_and_keeps_the_source(tmp_path, sentiment_csv, capsys):
+    from train.calibrate import main
+
+    source = make_artifact(tmp_path / "model", random_init={**TINY, "initializer_range": 0.5})
+    before = verify(source)
+    assert main(["--model", str(source), "--data", str(sentiment_csv), "--output", str(tmp_path / "cal")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    info = read_info(tmp_path / "cal")
+    assert info.temperature == pytest.approx(report["temperature"]) and report["temperature"] > 0
+    assert report["rows"] == 200 and info.version == report["version"] != before
+    assert verify(source) == before and not (source / CALIBRATION).exists()
+    # The fit minimises NLL on these rows: softer or sharper, the NLL there cannot rise.
+    from app.compute import softmax as sm
+    from train.evaluate import logits_of
+    from train.metrics import nll
+    import pandas as pd
+
+    frame = pd.read_csv(sentiment_csv)
+    logits, truth = logits_of(info, frame["text"].tolist()), (frame["label"] == "positive").astype(int).to_numpy()
+    assert nll(sm(logits / info.temperature), truth) <= nll(sm(logits), truth) + 1e-9
+    assert main(["--model", str(source), "--data", str(sentiment_csv), "--output", str(source)]) == 2
