@@ -22,7 +22,7 @@ from train.artifact import ArtifactError, load_model, load_tokenizer, read_info
 from train.calibration import ECE_BINS, ece, reliability
 from train.config import DEFAULT_LABEL_SEPARATOR
 from train.data import LABEL, DataError, LabelFormat, check_val_labels, clean, encode_labels, read_table
-from train.metrics import confusion, multilabel_scores, scores
+from train.metrics import confusion, multilabel_scores, nll, scores
 from train.model import mixed_precision
 
 log = logging.getLogger("train.evaluate")
@@ -111,7 +111,7 @@ def table(result: dict) -> str:
     lines.append(f"{'macro avg':<20} {result['macro_precision']:>9.4f} {result['macro_recall']:>9.4f} {result['macro_f1']:>9.4f}")
     if "ece" in result:
         lines.append(f"ECE {result['ece']:.4f} as trained, {result['ece_calibrated']:.4f} at temperature "
-                     f"{result['temperature']:.3f}")
+                     f"{result['temperature']:.3f} (NLL {result['nll']:.4f} -> {result['nll_calibrated']:.4f})")
     return "\n".join(lines)
 
 
@@ -153,7 +153,8 @@ def evaluate(model_dir: str, data: str, text_column: str, label_column: str, out
         truth = frame["label"].map(index).to_numpy()
         result = scores(confusion(truth, [index[p["label"]] for p in preds], len(info.labels)), info.labels)
         raw, calibrated = compute.softmax(logits), compute.softmax(logits / info.temperature)
-        result.update(ece=ece(raw, truth), ece_calibrated=ece(calibrated, truth), temperature=info.temperature)
+        result.update(ece=ece(raw, truth), ece_calibrated=ece(calibrated, truth), temperature=info.temperature,
+                      nll=nll(raw, truth), nll_calibrated=nll(calibrated, truth))
         plot_confusion(np.array(result["confusion_matrix"]), info.labels, out / "confusion_matrix.png")
         plot_reliability({"as trained": raw, f"temperature {info.temperature:.2f}": calibrated}, truth,
                          out / "reliability.png")

@@ -116,8 +116,11 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint(sentiment_csv, tmp_pat
 def test_multi_label_run_tunes_thresholds_that_serving_and_evaluate_apply(tmp_path):
     # tests/fixtures/topics.csv: 400 synthetic headlines, each naming zero to three of business,
     # sports and tech by two keywords apiece among filler words; labels joined by "|", in any order.
-    data, out = FIXTURES / "topics.csv", tmp_path / "out"
-    assert main(["--config", "tiny", "--data", str(data), "--label-column", "labels", "--multi-label",
+    # Read from a directory, so the distributed path (Ray Data) parses and splits the label sets.
+    data, out, folder = FIXTURES / "topics.csv", tmp_path / "out", tmp_path / "data"
+    folder.mkdir()
+    shutil.copy(data, folder / "part-0.csv")
+    assert main(["--config", "tiny", "--data", str(folder), "--label-column", "labels", "--multi-label",
                  "--epochs", "12", "--output", str(out)]) == 0
     info = read_info(out / "model")
     assert info.multi_label and info.labels == ["business", "sports", "tech"]
