@@ -114,7 +114,7 @@ def test_evaluate_scores_a_multi_label_file_at_the_artifacts_thresholds(tmp_path
     args = ["--model", str(model), "--data", str(data), "--label-column", "labels", "--output", str(out)]
     assert main(args) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["support"] == 240 and set(metrics["per_class"]) == set(labels)
+    assert metrics["support"] == 400 and set(metrics["per_class"]) == set(labels)
     assert metrics["thresholds"] == {"business": 0.3, "sports": 0.5, "tech": 0.7}
     assert "micro avg" in capsys.readouterr().out and not (out / "confusion_matrix.png").exists()
     # The counts behind the scores are serving's: sigmoid(logits) against each label's threshold.
