@@ -21,19 +21,21 @@ def fit_temperature(logits: np.ndarray, targets: np.ndarray, max_iter: int = 100
     """The T > 0 minimising the mean NLL of softmax(logits / T) against integer targets."""
     import torch
 
-    x = torch.tensor(np.asarray(logits, dtype=np.float64))  # a copy: the input may be read-only
-    y = torch.tensor(np.asarray(targets, dtype=np.int64))
-    log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([log_t], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
+    # The training loop validates under torch.inference_mode(); the fit needs autograd back on.
+    with torch.inference_mode(False), torch.enable_grad():
+        x = torch.tensor(np.asarray(logits, dtype=np.float64))  # a copy: the input may be read-only
+        y = torch.tensor(np.asarray(targets, dtype=np.int64))
+        log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
+        opt = torch.optim.LBFGS([log_t], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
 
-    def closure():
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(x / log_t.exp(), y)
-        loss.backward()
-        return loss
+        def closure():
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(x / log_t.exp(), y)
+            loss.backward()
+            return loss
 
-    if len(y):
-        opt.step(closure)
+        if len(y):
+            opt.step(closure)
     return float(log_t.detach().exp())
 
 

@@ -53,6 +53,16 @@ def test_temperature_fit_recovers_a_known_temperature(true_t):
     assert after < before / 3 and after < 0.02
 
 
+def test_temperature_fits_inside_inference_mode():
+    # The training loop's validation pass runs under torch.inference_mode(), where autograd is off.
+    import torch
+
+    logits = np.array([[4.0, 0.0], [0.0, 4.0], [4.0, 0.0]], dtype=np.float32)
+    with torch.inference_mode():
+        fitted = fit_temperature(logits, np.array([0, 1, 1]))
+    assert fitted == pytest.approx(fit_temperature(logits, np.array([0, 1, 1]))) and fitted > 1
+
+
 def test_ece_of_known_bins():
     # Ten rows at confidence 0.9, nine right: calibrated. Ten at 0.8, five right: off by 0.3.
     probs = np.array([[0.9, 0.1]] * 10 + [[0.2, 0.8]] * 10)
