@@ -104,18 +104,38 @@ ACTIVATIONS = {"softmax": softmax, "sigmoid": sigmoid, "none": lambda values: va
 
 
 def predictions(values: np.ndarray, labels: list[str], top_k: list[int | None], multi_label: bool,
-                activation: list[str | None] | None = None) -> list[dict]:
-    """Per row: the label, its score and the top_k scores, highest first. activation, per row,
-    names a score function of ACTIVATIONS; None (or a None row) is the model's own."""
+                activation: list[str | None] | None = None, *,
+                temperature: float = 1.0, thresholds: tuple[float, ...] | None = None) -> list[dict]:
+    """Per row: `scores`, the top_k labels by score (every label for None), and the decision.
+
+    Single-label: scores are softmax(logits / temperature) (the artifact's calibration; 1 leaves
+    them as trained) and the decision is the top label. Multi-label: scores are sigmoid(logits),
+    `labels` holds every label whose score reaches its threshold (0.5 without tuned ones), by
+    score, and `label`/`score` are the first of them, or None when no label reaches its threshold.
+    activation, per row, names another score function of ACTIVATIONS, applied to the raw logits
+    (a protocol's own option); None, or the model's own function, keeps the calibrated scores.
+    The multi-label decision is always taken on the model's own scores.
+    """
     own = "sigmoid" if multi_label else "softmax"
-    probs = ACTIVATIONS[own](values)
-    for name in set(activation or ()) - {None, own}:  # one vectorised pass per function asked for
-        rows = [i for i, a in enumerate(activation) if a == name]
-        probs[rows] = ACTIVATIONS[name](values[rows])
+    decided = sigmoid(values) if multi_label else softmax(values / temperature)
+    probs = decided
+    asked = set(activation or ()) - {None, own}
+    if asked:
+        probs = decided.copy()
+        for name in asked:  # one vectorised pass per function asked for
+            rows = [i for i, a in enumerate(activation) if a == name]
+            probs[rows] = ACTIVATIONS[name](values[rows])
+    if multi_label:
+        cut = np.asarray(thresholds if thresholds is not None else [0.5] * len(labels), dtype=np.float32)
     order = np.argsort(-probs, axis=1, kind="stable")
     out = []
     for row, k in zip(range(len(probs)), top_k):
         ranked = order[row][: k or len(labels)]
         scores = [{"label": labels[i], "score": float(probs[row, i])} for i in ranked]
-        out.append({"label": scores[0]["label"], "score": scores[0]["score"], "scores": scores})
+        if not multi_label:
+            out.append({"label": scores[0]["label"], "score": scores[0]["score"], "scores": scores})
+            continue
+        passed = [{"label": labels[i], "score": float(probs[row, i])} for i in order[row] if decided[row, i] >= cut[i]]
+        top = passed[0] if passed else {"label": None, "score": None}
+        out.append({"label": top["label"], "score": top["score"], "labels": passed, "scores": scores})
     return out

@@ -369,6 +369,9 @@ class Ingress:
             "name": self.args.name, "version": self.info.version[:16], "labels": self.info.labels,
             "multi_label": self.info.multi_label, "max_length": self.info.max_length,
             "base_model": self.info.base_model, "metrics": self.info.metrics,
+            "temperature": None if self.info.multi_label else self.info.temperature,
+            "thresholds": dict(zip(self.info.labels, self.info.thresholds or [0.5] * len(self.info.labels)))
+            if self.info.multi_label else None,
         }
 
     @api.get("/v1/stats", responses=ERROR_RESPONSES)

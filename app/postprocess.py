@@ -1,4 +1,5 @@
-"""Postprocessor stage: logits -> probabilities -> labels, top-k sorted by score."""
+"""Postprocessor stage: logits -> probabilities -> labels, top-k sorted by score; the artifact's
+calibration (temperature or per-label thresholds, calibration.json) applied here."""
 from __future__ import annotations
 
 import numpy as np
@@ -13,11 +14,13 @@ class Postprocessor:
     def __init__(self, model: str, verify_key_file: str | None = None):
         info = load_info(model, verify_key_file)
         self.labels, self.multi_label = info.labels, info.multi_label
+        self.temperature, self.thresholds = info.temperature, info.thresholds
 
     # async: a softmax over a batch takes microseconds; Serve's thread-pool hand-off for a sync
     # method took far longer (bench/flame, issue #11).
     async def run(self, logits: np.ndarray, top_k: list[int | None], activation: list[str | None] | None = None) -> list[dict]:
-        return predictions(logits, self.labels, top_k, self.multi_label, activation)
+        return predictions(logits, self.labels, top_k, self.multi_label, activation,
+                           temperature=self.temperature, thresholds=self.thresholds)
 
     def ping(self) -> bool:
         return True

@@ -36,9 +36,12 @@ class Score(BaseModel):
 
 
 class Prediction(BaseModel):
-    label: str
-    score: float
-    scores: list[Score]
+    label: str | None = Field(description="Single-label: the top label. Multi-label: the top label of `labels`; "
+                                          "null when no label reaches its threshold")
+    score: float | None = Field(description="The score of `label` (null with it); calibrated when the model is")
+    labels: list[Score] | None = Field(None, description="Multi-label models only: every label whose score reaches "
+                                                         "its threshold, by score (empty when none does)")
+    scores: list[Score] = Field(description="The top_k labels by score (all for top_k null), thresholds aside")
     truncated: bool
     tokens: int
 
@@ -66,6 +69,8 @@ class ModelInfo(BaseModel):
     max_length: int
     base_model: str
     metrics: dict
+    temperature: float | None = Field(description="Single-label: scores are softmax(logits / temperature)")
+    thresholds: dict[str, float] | None = Field(description="Multi-label: the score at which each label is given")
 
 
 class ExplainRequest(BaseModel):

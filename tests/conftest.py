@@ -75,18 +75,20 @@ def wait_ready(url: str, proc, timeout: float = 300) -> float:
 
 
 def make_artifact(out: Path, base_model: str = "all-MiniLM-L6-v2", random_init: dict | None = None,
-                  labels=("negative", "positive"), max_length: int = 32) -> Path:
-    """An exported artifact without a training run: base weights (or random ones) and a fresh head."""
+                  labels=("negative", "positive"), max_length: int = 32, multi_label: bool = False,
+                  calibration: dict | None = None) -> Path:
+    """An exported artifact without a training run: base weights (or random ones) and a fresh head;
+    calibration: calibration.json's content (a temperature, or per-label thresholds)."""
     import torch
 
     from train.artifact import export
     from train.model import build
 
     torch.manual_seed(0)
-    model, tokenizer = build(base_model, list(labels), random_init)
+    model, tokenizer = build(base_model, list(labels), random_init, multi_label)
     config = {"base_model": base_model, "max_length": max_length, "labels": list(labels)}
     metrics = {"validation": {"accuracy": 0.0}, "note": "untrained test artifact"}
-    export(model, tokenizer, out, config, metrics)
+    export(model, tokenizer, out, config, metrics, calibration=calibration)
     return out
 
 

@@ -13,8 +13,8 @@ from train.encryption import single_kek
 from train.signing import KeyFileError
 
 # The flags that set the run's configuration; --resume takes them from the run it continues.
-CONFIG_FLAGS = ("config", "data", "val_data", "text_column", "label_column", "epochs", "num_workers", "use_gpu",
-                "base_model", "max_length", "max_train_rows")
+CONFIG_FLAGS = ("config", "data", "val_data", "text_column", "label_column", "multi_label", "label_separator",
+                "label_columns", "epochs", "num_workers", "use_gpu", "base_model", "max_length", "max_train_rows")
 
 
 def run_name(value: str) -> str:
@@ -24,6 +24,13 @@ def run_name(value: str) -> str:
     return value
 
 
+def column_list(value: str) -> list[str]:
+    names = [name.strip() for name in value.split(",")]
+    if len(names) < 2 or not all(names):
+        raise argparse.ArgumentTypeError(f"{value!r}: give two or more column names separated by commas")
+    return names
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m train", description=__doc__)
     p.add_argument("--config", help="preset name in train/configs (tiny, default, gpu) or a YAML path (default: default)")
@@ -31,6 +38,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--val-data", help="validation data (default: a seeded stratified split of --data)")
     p.add_argument("--text-column", help="column holding the texts (default from the preset: text)")
     p.add_argument("--label-column", help="column holding the labels (default from the preset: label)")
+    p.add_argument("--multi-label", action="store_true", default=None, help="each row holds zero or more labels, "
+                   "joined by --label-separator in --label-column (empty: none); per-label thresholds are tuned")
+    p.add_argument("--label-separator", help="multi-label: what joins a row's labels (default: |)")
+    p.add_argument("--label-columns", type=column_list, help="multi-label: one 0/1 column per label, e.g. "
+                   "sports,business,tech, instead of --label-column (implies --multi-label)")
     p.add_argument("--output", required=True, help="output directory: OUTPUT/model is the artifact, OUTPUT/ray_train the runs")
     p.add_argument("--epochs", type=int)
     p.add_argument("--num-workers", type=int, help="Ray Train workers (data-parallel)")
@@ -57,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--resume continues a run with the settings saved when it started "
                 f"(OUTPUT/ray_train/RUN/train_config.json) and takes no {', '.join(given)}; "
                 f"to change them, start a new run (without --resume, under another --output or --run-name)")
+    if args.label_columns and args.label_column:
+        p.error("give --label-column (one column of labels) or --label-columns (one 0/1 column per label), not both")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     log = logging.getLogger("train")
     from train.run import check_rerun, fit, resume_config
@@ -80,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
         "artifact %s (version %s): best epoch %d, validation accuracy %.4f, macro-F1 %.4f",
         path, version[:12], summary["best_epoch"], val["accuracy"], val["macro_f1"],
     )
+    if "thresholds" in val:
+        log.info("multi-label: micro-F1 %.4f at the tuned thresholds %s (%.4f at 0.5)", val["micro_f1"],
+                 {k: round(v, 3) for k, v in val["thresholds"].items()}, val["at_0.5"]["micro_f1"])
+    elif "temperature" in val:
+        log.info("calibration: temperature %.3f, ECE %.4f -> %.4f", val["temperature"], val["ece"], val["ece_calibrated"])
     return 0
 
 

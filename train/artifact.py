@@ -1,8 +1,9 @@
 """The model artifact: the one contract between training and serving.
 
 A directory written by `save_pretrained` (safetensors weights, tokenizer, `id2label` in config.json),
-plus `training_config.json`, `metrics.json` and `manifest.json` holding the sha256 of every other
-file, optionally `manifest.sig` (train/signing.py). `verify` refuses a malformed manifest, unsafe
+plus `training_config.json`, `metrics.json`, optionally `calibration.json` (the temperature or the
+per-label thresholds fitted on the validation split), and `manifest.json` holding the sha256 of
+every other file, optionally `manifest.sig` (train/signing.py). `verify` refuses a malformed manifest, unsafe
 file names, a missing or wrong signature when a verify key is configured, missing, extra or changed
 files and any pickle-format weights; both sides load through this module only.
 
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from train import encryption, signing
 from train.encryption import KEYS_FILE
@@ -36,6 +37,7 @@ SIGNATURE = "manifest.sig"  # base64 Ed25519 signature of the manifest.json byte
 WEIGHTS = "model.safetensors"
 SEALED = WEIGHTS + ".enc"  # the weights of an encrypted artifact
 RESERVED = (MANIFEST, SIGNATURE, KEYS_FILE)  # beside the manifest, never listed in it
+CALIBRATION = "calibration.json"
 FORMAT = "ray-text-classifier/1"
 # Weight formats that unpickle (run code) on load; never accepted, even when listed in the manifest.
 PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".h5", ".msgpack"}
@@ -59,6 +61,8 @@ class ArtifactInfo:
     plaintext_version: str = ""  # the version unencrypted; equal to version for a plaintext artifact
     encryption: dict[str, Any] | None = None  # the manifest's `encrypted` entry for the weights
     wrapped_keys: bytes | None = field(default=None, repr=False)  # wrapped_keys.json, read fresh at start
+    temperature: float = 1.0  # single-label: probabilities are softmax(logits / temperature)
+    thresholds: tuple[float, ...] | None = None  # multi-label: per label, in label order; None: 0.5 each
 
     @property
     def encrypted(self) -> bool:
@@ -183,6 +187,36 @@ def check_signature(raw: bytes, signature: bytes | None, where: str | Path,
         )
 
 
+class Calibration(BaseModel):
+    """calibration.json: what the postprocessor applies to the logits, fitted after training on the
+    validation split. Listed in the manifest like every file, so a signature covers it."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    temperature: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    thresholds: dict[str, Annotated[float, Field(ge=0, le=1)]] | None = None
+
+
+def read_calibration(root: Path, labels: list[str], multi_label: bool) -> tuple[float, tuple[float, ...] | None]:
+    """(temperature, thresholds in label order) of a verified artifact; (1.0, None) without the file."""
+    if not (root / CALIBRATION).is_file():
+        return 1.0, None
+    try:
+        calibration = Calibration.model_validate_json((root / CALIBRATION).read_bytes())
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise ArtifactError(f"{root}/{CALIBRATION}: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    if calibration.temperature is not None and multi_label:
+        raise ArtifactError(f"{root}/{CALIBRATION}: a temperature is for single-label models; this one is multi-label")
+    if calibration.thresholds is None:
+        return calibration.temperature or 1.0, None
+    if not multi_label:
+        raise ArtifactError(f"{root}/{CALIBRATION}: thresholds are for multi-label models; this one is single-label")
+    if set(calibration.thresholds) != set(labels):
+        raise ArtifactError(f"{root}/{CALIBRATION}: thresholds name {sorted(calibration.thresholds)}; "
+                            f"the labels are {labels}")
+    return 1.0, tuple(calibration.thresholds[label] for label in labels)
+
+
 def write_manifest(root: Path, encrypted: dict | None = None) -> None:
     (root / MANIFEST).write_bytes(_manifest_bytes({name: sha256_file(root / name) for name in _listing(root)}, encrypted))
 
@@ -265,12 +299,14 @@ def read_info(root: str | Path, verify_key_file: str | Path | None = None,
         raise ArtifactError(f"{root}/config.json: id2label must name at least 2 labels, got {id2label}")
     if manifest.encrypted and wrapped_keys is None and (root / KEYS_FILE).is_file():
         wrapped_keys = (root / KEYS_FILE).read_bytes()
+    multi_label = config.get("problem_type") == "multi_label_classification"
+    temperature, thresholds = read_calibration(root, labels, multi_label)
     return ArtifactInfo(
         path=root,
         version=hashlib.sha256(raw).hexdigest(),
         labels=labels,
         max_length=int(training["max_length"]),
-        multi_label=config.get("problem_type") == "multi_label_classification",
+        multi_label=multi_label,
         base_model=str(training.get("base_model", "")),
         pad_token_id=int(config.get("pad_token_id") or 0),
         metrics=metrics,
@@ -278,6 +314,8 @@ def read_info(root: str | Path, verify_key_file: str | Path | None = None,
         plaintext_version=plaintext_version(manifest),
         encryption=manifest.encrypted[SEALED].model_dump() if manifest.encrypted else None,
         wrapped_keys=wrapped_keys if manifest.encrypted else None,
+        temperature=temperature,
+        thresholds=thresholds,
     )
 
 
@@ -351,11 +389,15 @@ def seal_weights(root: Path, weights: bytes, encrypt_key_file: str | Path) -> No
 
 
 def export(model, tokenizer, out_dir: str | Path, training_config: dict, metrics: dict,
-           signing_key_file: str | Path | None = None, encrypt_key_file: str | Path | None = None) -> str:
+           signing_key_file: str | Path | None = None, encrypt_key_file: str | Path | None = None,
+           calibration: dict | None = None) -> str:
     """Write a complete artifact to out_dir, atomically replacing what was there, signed when a
     signing key is configured (signing_key_file, else $MODEL_SIGNING_KEY_FILE); return its version.
     With encrypt_key_file (a KEK file), the weights are serialised in memory and only their sealed
-    form is written: no plaintext weights reach out_dir's disk."""
+    form is written: no plaintext weights reach out_dir's disk.
+    calibration: calibration.json's {"temperature": T} or {"thresholds": {label: t}}, if any."""
+    if calibration is not None:
+        calibration = Calibration.model_validate(calibration).model_dump(exclude_none=True)
     key = signing.signing_key(signing_key_file)  # a bad key fails before the model is written
     if encrypt_key_file is not None:
         encryption.single_kek(encrypt_key_file)
@@ -368,6 +410,8 @@ def export(model, tokenizer, out_dir: str | Path, training_config: dict, metrics
         tokenizer.save_pretrained(staging)
         (staging / "training_config.json").write_text(json.dumps(training_config, indent=2, sort_keys=True) + "\n")
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        if calibration:  # before the manifest, which lists it (and the sealed weights' hashes)
+            (staging / CALIBRATION).write_text(json.dumps(calibration, indent=2, sort_keys=True) + "\n")
         if encrypt_key_file is None:
             model.save_pretrained(staging, safe_serialization=True)
             write_manifest(staging)

@@ -8,6 +8,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 PRESET_DIR = Path(__file__).parent / "configs"
+DEFAULT_LABEL_SEPARATOR = "|"
 
 
 class ConfigError(ValueError):
@@ -25,6 +26,13 @@ class TrainConfig(BaseModel):
     val_fraction: float = Field(0.1, gt=0, lt=0.5)
     drop_blank: bool = Field(True, description="Drop rows with blank texts (counted) instead of failing")
     max_train_rows: int | None = Field(None, ge=2, description="Seeded sample of the training rows")
+    # Multi-label: a row holds zero or more labels, either joined in label_column or as 0/1 columns.
+    multi_label: bool = Field(False, description="Sigmoid outputs, BCE-with-logits loss, per-label thresholds")
+    label_separator: str | None = Field(
+        None, min_length=1, description=f"Multi-label: what joins a row's labels in label_column "
+                                        f"(default {DEFAULT_LABEL_SEPARATOR!r})")
+    label_columns: list[str] | None = Field(
+        None, min_length=2, description="Multi-label: one 0/1 column per label, in label order (instead of label_column)")
 
     # Model
     base_model: str = Field("all-MiniLM-L6-v2", description="Hugging Face name or local path")
@@ -53,11 +61,41 @@ class TrainConfig(BaseModel):
     max_failures: int = Field(1, ge=0)
     log_every_steps: int = Field(20, ge=1)
 
+    # After training (on the validation split; multi-label thresholds are always tuned)
+    calibrate: bool = Field(True, description="Single-label: fit a softmax temperature, stored in the artifact")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _columns_imply_multi_label(cls, values: Any) -> Any:
+        # 0/1 label columns only exist for multi-label data: giving them says so.
+        if isinstance(values, dict) and values.get("label_columns") and values.get("multi_label") is None:
+            values = {**values, "multi_label": True}
+        return values
+
     @model_validator(mode="after")
     def _columns_differ(self) -> "TrainConfig":
-        if self.text_column == self.label_column:
+        if self.label_columns is None and self.text_column == self.label_column:
             raise ValueError(f"text_column and label_column must differ; both are {self.text_column!r}")
         return self
+
+    @model_validator(mode="after")
+    def _one_label_format(self) -> "TrainConfig":
+        if not self.multi_label and (self.label_separator is not None or self.label_columns is not None):
+            given = "label_separator" if self.label_separator is not None else "label_columns"
+            raise ValueError(f"{given} describes multi-label data; it needs multi_label: true (got false)")
+        if self.label_separator is not None and self.label_columns is not None:
+            raise ValueError("give one multi-label format: label_separator (labels joined in label_column) "
+                             "or label_columns (one 0/1 column each), not both")
+        columns = self.label_columns or []
+        if len(set(columns)) != len(columns):
+            raise ValueError(f"label_columns names a column twice: {columns}")
+        if self.text_column in columns:
+            raise ValueError(f"label_columns holds the text column {self.text_column!r}")
+        return self
+
+    @property
+    def separator(self) -> str:
+        return self.label_separator or DEFAULT_LABEL_SEPARATOR
 
 
 def _preset_path(name_or_path: str) -> Path:

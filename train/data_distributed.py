@@ -14,8 +14,9 @@ from pathlib import Path, PurePosixPath
 import pandas as pd
 
 from train.data import (
-    READERS, DataError, LabelledData, check_classes, check_columns, encode_labels, format_of,
-    fractional, is_blank, label_list, label_strings, stratified_split, val_rows,
+    READERS, DataError, LabelFormat, LabelledData, bad_one_hot, check_classes, check_columns, encode_labels,
+    format_of, fractional, is_blank, label_list, label_sets, label_strings, labels_in, multi_label_list,
+    stratified_split, val_rows,
 )
 
 VAL_FLAG = "_val"
@@ -65,7 +66,7 @@ def data_format(path: str) -> str:
     return formats[0]
 
 
-def read(path: str, text_column: str, label_column: str):
+def read(path: str, text_column: str, label_columns: list[str]):
     fmt = data_format(path)
     ds = _readers()[fmt](path)
     try:
@@ -73,40 +74,42 @@ def read(path: str, text_column: str, label_column: str):
     except ValueError as err:  # a RayTaskError(ValueError): its cause is the reader's own error
         cause = str(getattr(err, "cause", err)).strip().splitlines()
         raise DataError(f"{path}: cannot be read as {fmt[1:]}: {cause[0] if cause else type(err).__name__}") from None
-    check_columns(columns, path, text_column, label_column)
-    return ds.select_columns([text_column, label_column])
+    check_columns(columns, path, text_column, label_columns)
+    return ds.select_columns([text_column, *label_columns])
 
 
-def _batch_stats(batch: pd.DataFrame, text_column: str, label_column: str) -> pd.DataFrame:
-    blank, missing = is_blank(batch[text_column]), is_blank(batch[label_column])
+def _batch_stats(batch: pd.DataFrame, text_column: str, fmt: LabelFormat) -> pd.DataFrame:
+    blank = is_blank(batch[text_column])
+    # Multi-label: a blank label cell is a row without labels; a 0/1 column holding more is an error.
+    missing = bad_one_hot(batch, fmt) if fmt.multi else is_blank(batch[fmt.column])
     return pd.DataFrame({
         "rows": [len(batch)], "blank": [int(blank.sum())], "missing": [int(missing.sum())],
-        "fractional": [int(fractional(batch[label_column][~blank & ~missing]))],
+        "fractional": [0 if fmt.multi else int(fractional(batch[fmt.column][~blank & ~missing]))],
     })
 
 
-def _clean_batch(batch: pd.DataFrame, text_column: str, label_column: str, any_fractional: bool) -> pd.DataFrame:
+def _clean_batch(batch: pd.DataFrame, text_column: str, fmt: LabelFormat, any_fractional: bool) -> pd.DataFrame:
     kept = batch.loc[~is_blank(batch[text_column])]
-    return pd.DataFrame({
-        "text": kept[text_column].astype(str).to_numpy(),
-        "label": label_strings(kept[label_column], any_fractional).to_numpy(),
-    })
+    labels = label_sets(kept, fmt) if fmt.multi else label_strings(kept[fmt.column], any_fractional)
+    return pd.DataFrame({"text": kept[text_column].astype(str).to_numpy(), "label": labels.to_numpy()})
 
 
-def clean(ds, source: str, text_column: str, label_column: str, drop_blank: bool):
+def clean(ds, source: str, text_column: str, fmt: LabelFormat, drop_blank: bool):
     """data.clean on a Ray dataset: (dataset of text/label strings, rows kept, blank-text rows dropped)."""
-    stats = ds.map_batches(partial(_batch_stats, text_column=text_column, label_column=label_column),
+    stats = ds.map_batches(partial(_batch_stats, text_column=text_column, fmt=fmt),
                            batch_format="pandas").to_pandas().sum()  # one row per batch: small
     rows, blank, missing = int(stats.get("rows", 0)), int(stats.get("blank", 0)), int(stats.get("missing", 0))
     if not rows:
         raise DataError(f"{source}: holds no data rows")
+    if missing and fmt.columns:
+        raise DataError(f"{source}: label columns {list(fmt.columns)} hold other values than 0 and 1 in {missing} row(s)")
     if missing:
-        raise DataError(f"{source}: column {label_column!r} is empty in {missing} row(s)")
+        raise DataError(f"{source}: column {fmt.column!r} is empty in {missing} row(s)")
     if blank and not drop_blank:
         raise DataError(f"{source}: column {text_column!r} is blank in {blank} row(s)")
     if blank == rows:
         raise DataError(f"{source}: every text in column {text_column!r} is blank")
-    cleaned = ds.map_batches(partial(_clean_batch, text_column=text_column, label_column=label_column,
+    cleaned = ds.map_batches(partial(_clean_batch, text_column=text_column, fmt=fmt,
                                      any_fractional=bool(stats["fractional"])), batch_format="pandas")
     return cleaned, rows - blank, blank
 
@@ -153,16 +156,21 @@ def split(ds, fraction: float, seed: int, n_classes: int):
 def load_distributed(cfg) -> LabelledData:
     """data.prepare_local's steps, in its order, on Ray datasets. Row counts follow from the class
     counts and the split rule (data.val_rows), so no pass over the data is spent counting."""
-    columns = (cfg.text_column, cfg.label_column)
-    train, kept, dropped = clean(read(cfg.data, *columns), cfg.data, *columns, cfg.drop_blank)
+    fmt = LabelFormat.of(cfg)
+    train, kept, dropped = clean(read(cfg.data, cfg.text_column, fmt.source), cfg.data, cfg.text_column, fmt,
+                                 cfg.drop_blank)
     if cfg.max_train_rows and kept > cfg.max_train_rows:
         train = sample(train, cfg.max_train_rows, kept, cfg.seed)
+    # Multi-label: counts are per label set, the unit that the split stratifies on.
     counts = class_counts(train)
-    labels, n_train = label_list(counts.index), int(counts.sum())
+    labels = multi_label_list(counts.index, fmt) if fmt.multi else label_list(counts.index)
+    n_train = int(counts.sum())
     check_classes(labels, cfg.data, cfg.label_column)
     if cfg.val_data:
-        val, n_val, dropped_val = clean(read(cfg.val_data, *columns), cfg.val_data, *columns, cfg.drop_blank)
-        unseen = sorted(set(class_counts(val).index) - set(labels))
+        val, n_val, dropped_val = clean(read(cfg.val_data, cfg.text_column, fmt.source), cfg.val_data,
+                                        cfg.text_column, fmt, cfg.drop_blank)
+        seen = class_counts(val).index
+        unseen = sorted((labels_in(seen) if fmt.multi else set(seen)) - set(labels))
         if unseen:
             raise DataError(f"{cfg.val_data}: label(s) {unseen} in column {cfg.label_column!r} never occur in "
                             f"the training data; training labels: {labels}")
@@ -170,6 +178,7 @@ def load_distributed(cfg) -> LabelledData:
     else:
         n_val = sum(val_rows(int(n), cfg.val_fraction) for n in counts)
         n_train -= n_val
-        train, val = split(train, cfg.val_fraction, cfg.seed, len(labels))
-    train, val = (ds.map_batches(partial(encode_labels, labels=labels), batch_format="pandas") for ds in (train, val))
+        train, val = split(train, cfg.val_fraction, cfg.seed, len(counts))
+    train, val = (ds.map_batches(partial(encode_labels, labels=labels, multi=fmt.multi), batch_format="pandas")
+                  for ds in (train, val))
     return LabelledData(train, val, labels, n_train, n_val, dropped)

@@ -15,7 +15,7 @@ from ray.train import Checkpoint
 
 from train.config import TrainConfig
 from train.data import LABEL, TEXT
-from train.metrics import confusion, scores
+from train.metrics import validation
 from train.model import build, grad_scaler, load_weights, mixed_precision, optimizer as adamw, train_step
 
 log = logging.getLogger("train")
@@ -29,34 +29,43 @@ def _batches(name: str, batch_size: int, seed: int | None = None):
 
 
 def _encode(tokenizer, batch, cfg: TrainConfig, device):
-    # Dynamic padding: each batch is padded to its own longest text, not to max_length.
+    # Dynamic padding: each batch is padded to its own longest text, not to max_length. Labels are
+    # class indices, or float multi-hot rows for multi-label (transformers then takes BCE-with-logits).
     enc = tokenizer(batch[TEXT].tolist(), padding=True, truncation=True, max_length=cfg.max_length, return_tensors="pt")
-    return {k: v.to(device) for k, v in enc.items()}, torch.tensor(batch[LABEL], device=device)
+    return {k: v.to(device) for k, v in enc.items()}, torch.as_tensor(batch[LABEL], device=device)
 
 
-def _all_reduce(array: np.ndarray, device) -> np.ndarray:
+def _gather(value):
+    """Every rank's value, in rank order (the value itself outside DDP)."""
     if not torch.distributed.is_initialized():
-        return array
-    tensor = torch.as_tensor(array, dtype=torch.float64 if device.type == "cpu" else torch.float32, device=device)
-    torch.distributed.all_reduce(tensor)
-    return tensor.cpu().numpy()
+        return [value]
+    out = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(out, value)
+    return out
 
 
 @torch.inference_mode()
 def evaluate(model, tokenizer, cfg: TrainConfig, labels: list[str], device, autocast) -> dict:
+    """Validation scores, the same on every rank. The logits of every rank's shard are gathered
+    (texts x labels floats: small) because the thresholds and the temperature are fitted on the
+    whole validation split, not summed from shards as a confusion matrix can be."""
     model.eval()
-    matrix = np.zeros((len(labels), len(labels)), dtype=np.float64)
-    loss_sum = 0.0
+    logits, targets, loss_sum = [], [], 0.0
     for batch in _batches("val", cfg.eval_batch_size):
-        inputs, targets = _encode(tokenizer, batch, cfg, device)
+        inputs, y = _encode(tokenizer, batch, cfg, device)
         with autocast():
-            out = model(**inputs, labels=targets)
-        loss_sum += float(out.loss) * len(targets)
-        matrix += confusion(targets.cpu().numpy(), out.logits.argmax(-1).cpu().numpy(), len(labels))
-    totals = _all_reduce(np.append(matrix.ravel(), loss_sum), device)
-    matrix = totals[:-1].reshape(matrix.shape).round().astype(np.int64)
-    result = scores(matrix, labels)
-    result["loss"] = float(totals[-1] / max(1, matrix.sum()))
+            out = model(**inputs, labels=y)
+        loss_sum += float(out.loss) * len(y)
+        logits.append(out.logits.float().cpu().numpy())
+        targets.append(y.cpu().numpy())
+    empty = (np.zeros((0, len(labels)), np.float32),
+             np.zeros((0, len(labels)) if cfg.multi_label else 0, np.float32 if cfg.multi_label else np.int64))
+    shards = _gather((np.concatenate(logits) if logits else empty[0], np.concatenate(targets) if targets else empty[1],
+                      loss_sum))
+    all_logits = np.concatenate([s[0] for s in shards])
+    all_targets = np.concatenate([s[1] for s in shards])
+    result = validation(all_logits, all_targets, labels, cfg.multi_label, cfg.calibrate)
+    result["loss"] = float(sum(s[2] for s in shards) / max(1, len(all_logits)))
     return result
 
 
@@ -96,7 +105,7 @@ def train_func(loop_config: dict) -> None:
     torch.manual_seed(cfg.seed)
 
     # Model: every rank builds the same initial weights from the same seed; DDP syncs them anyway.
-    model, tokenizer = build(cfg.base_model, labels, cfg.random_init)
+    model, tokenizer = build(cfg.base_model, labels, cfg.random_init, cfg.multi_label)
     model = ray.train.torch.prepare_model(model)
     device = ray.train.torch.get_device()
     optimizer = adamw(model, cfg.learning_rate, cfg.weight_decay)

@@ -31,8 +31,10 @@ def mixed_precision(device, mode: str = "auto"):
     return (lambda: torch.autocast("cuda", dtype=dtype)), dtype
 
 
-def build(base_model: str, labels: list[str], random_init: dict | None = None):
-    """Return (model, tokenizer). With random_init, the base's architecture (with overrides) gets fresh weights."""
+def build(base_model: str, labels: list[str], random_init: dict | None = None, multi_label: bool = False):
+    """Return (model, tokenizer). With random_init, the base's architecture (with overrides) gets
+    fresh weights. multi_label: sigmoid outputs with BCE-with-logits loss (the problem_type
+    transformers reads, saved in config.json for serving)."""
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     source = resolve_base(base_model)
@@ -40,6 +42,7 @@ def build(base_model: str, labels: list[str], random_init: dict | None = None):
         "num_labels": len(labels),
         "id2label": dict(enumerate(labels)),
         "label2id": {label: i for i, label in enumerate(labels)},
+        **({"problem_type": "multi_label_classification"} if multi_label else {}),
     }
     tokenizer = AutoTokenizer.from_pretrained(source)
     if random_init:

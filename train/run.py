@@ -121,15 +121,28 @@ def fit(cfg: TrainConfig, output: str | Path, run_name: str | None = None,
             "start_epoch": _start_epoch(result, earlier),
         }
         resolved = cfg.model_dump() | {"labels": data.labels, "run": run_name}
+        calibration = fitted(summary["validation"])
         target = storage.join(output, MODEL_DIR)
         if storage.is_uri(target):
             with tempfile.TemporaryDirectory() as tmp:
                 version = export(model, tokenizer, Path(tmp) / MODEL_DIR, resolved, summary,
-                                 encrypt_key_file=encrypt_key_file)
+                                 encrypt_key_file=encrypt_key_file, calibration=calibration)
                 storage.upload_dir(Path(tmp) / MODEL_DIR, target)
         else:
-            version = export(model, tokenizer, target, resolved, summary, encrypt_key_file=encrypt_key_file)
+            version = export(model, tokenizer, target, resolved, summary, encrypt_key_file=encrypt_key_file,
+                             calibration=calibration)
     return target, version, summary
+
+
+def fitted(validation: dict) -> dict | None:
+    """The artifact's calibration.json: what the best epoch's validation pass fitted (train/loop.py),
+    the thresholds of a multi-label model or the temperature of a single-label one; None when
+    calibration is off."""
+    if "thresholds" in validation:
+        return {"thresholds": validation["thresholds"]}
+    if "temperature" in validation:
+        return {"temperature": validation["temperature"]}
+    return None
 
 
 def _start_epoch(result, earlier: set[str]) -> int:

@@ -104,3 +104,24 @@ def test_token_cap_can_fire_with_the_default_recipe():
     (app,) = yaml.safe_load((ROOT / "serve_config.yaml").read_text())["applications"]
     for args in (AppArgs(), AppArgs.read(app["args"], "args")):
         assert args.max_items * load_config("default").max_length > args.max_request_tokens
+
+
+def test_label_columns_imply_multi_label_and_round_trip():
+    cfg = load_config("tiny", {"label_columns": ["sports", "tech"]})
+    assert cfg.multi_label and cfg.separator == "|"
+    from train.config import parse_config
+
+    assert parse_config(cfg.model_dump()) == cfg  # a resumed run reads its saved config back
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"label_separator": ";"}, "label_separator describes multi-label data; it needs multi_label: true"),
+    ({"label_columns": ["a", "b"], "multi_label": False}, "label_columns describes multi-label data"),
+    ({"multi_label": True, "label_separator": ";", "label_columns": ["a", "b"]}, "give one multi-label format"),
+    ({"label_columns": ["a", "a"]}, "label_columns names a column twice"),
+    ({"label_columns": ["text", "a"]}, "label_columns holds the text column 'text'"),
+    ({"label_columns": ["a"]}, "label_columns: List should have at least 2 items"),
+])
+def test_bad_multi_label_combinations_are_refused(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("tiny", overrides)

@@ -117,3 +117,34 @@ def test_max_train_rows_samples_before_the_split(tmp_path):
 
 def test_validation_share_per_class():
     assert [val_rows(n, 0.1) for n in (1, 2, 5, 10, 14, 26, 1000)] == [0, 1, 1, 1, 1, 3, 100]
+
+
+def test_multi_label_rows_become_label_sets_and_multi_hot(tmp_path):
+    from train.data import LABEL, encode_labels
+
+    path = write(tmp_path, "t.csv", "text,tags\n"
+                 + "".join(f"goal {i},sports| tech\nbank {i},business\nnews {i},\nchip {i},tech|\n" for i in range(5)))
+    train, val, labels, _ = prepare_local(TrainConfig(data=path, label_column="tags", multi_label=True))
+    assert labels == ["business", "sports", "tech"] and len(train) + len(val) == 20
+    rows = encode_labels(pd.concat([train, val]), labels, multi=True).set_index("text")[LABEL]
+    assert rows["goal 0"].tolist() == [0, 1, 1] and rows["news 0"].tolist() == [0, 0, 0]
+    assert rows["chip 0"].tolist() == [0, 0, 1] and rows["bank 0"].dtype == "float32"
+    # Stratified by label set: every set with 2+ rows has one in validation.
+    assert sorted(val["label"].str.replace("\x1f", "|")) == ["", "business", "sports|tech", "tech"]
+
+
+def test_zero_one_label_columns_in_their_given_order(tmp_path):
+    path = write(tmp_path, "t.csv", "text,tech,sports\n" + "".join(f"a {i},1,0\nb {i},0,0\nc {i},1,1\n" for i in range(4)))
+    train, val, labels, _ = prepare_local(cfg(tmp_path, data=path, label_columns=["tech", "sports"]))
+    assert labels == ["tech", "sports"]
+    assert set(pd.concat([train, val])["label"].str.replace("\x1f", "|")) == {"tech", "", "sports|tech"}
+    bad = write(tmp_path, "bad.csv", "text,tech,sports\na,1,0\nb,2,0\n")
+    with pytest.raises(DataError, match=r"label column 'tech' must hold 0 or 1; data row 2 holds 2"):
+        prepare_local(cfg(tmp_path, data=bad, label_columns=["tech", "sports"]))
+
+
+def test_multi_label_validation_labels_must_be_known(tmp_path):
+    data = write(tmp_path, "t.csv", "text,label\na,x|y\nb,y\nc,x\n")
+    val = write(tmp_path, "v.csv", "text,label\nd,x\ne,y|z\n")
+    with pytest.raises(DataError, match=r"label\(s\) \['z'\] in column 'label' \(data row 2\) never occur"):
+        prepare_local(cfg(tmp_path, data=data, val_data=val, multi_label=True))

@@ -3,6 +3,8 @@ import subprocess
 import sys
 from contextlib import nullcontext
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from tests.conftest import ROOT
@@ -83,3 +85,48 @@ def test_the_gate_runs_without_ray(tiny_artifact, sentiment_csv, tmp_path):
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "metrics.json").exists()
+
+
+def test_evaluate_draws_the_reliability_diagram_at_the_artifacts_temperature(tmp_path, sentiment_csv):
+    from tests.conftest import TINY, make_artifact
+
+    model = make_artifact(tmp_path / "model", random_init={**TINY, "initializer_range": 0.5},
+                          calibration={"temperature": 3.0})
+    out = tmp_path / "eval"
+    assert main(["--model", str(model), "--data", str(sentiment_csv), "--output", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["temperature"] == 3.0 and 0 <= metrics["ece_calibrated"] <= 1 and 0 <= metrics["ece"] <= 1
+    assert metrics["ece_calibrated"] != metrics["ece"]  # the temperature moved the scores
+    assert (out / "reliability.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_evaluate_scores_a_multi_label_file_at_the_artifacts_thresholds(tmp_path, capsys):
+    from app import compute
+    from tests.conftest import FIXTURES, TINY, make_artifact
+    from train.artifact import read_info
+    from train.evaluate import logits_of
+
+    labels = ("business", "sports", "tech")
+    model = make_artifact(tmp_path / "model", random_init={**TINY, "initializer_range": 0.5}, multi_label=True,
+                          labels=labels, calibration={"thresholds": {"business": 0.3, "sports": 0.5, "tech": 0.7}})
+    out = tmp_path / "eval"
+    data = FIXTURES / "topics.csv"
+    args = ["--model", str(model), "--data", str(data), "--label-column", "labels", "--output", str(out)]
+    assert main(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["support"] == 400 and set(metrics["per_class"]) == set(labels)
+    assert metrics["thresholds"] == {"business": 0.3, "sports": 0.5, "tech": 0.7}
+    assert "micro avg" in capsys.readouterr().out and not (out / "confusion_matrix.png").exists()
+    # The counts behind the scores are serving's: sigmoid(logits) against each label's threshold.
+    frame = pd.read_csv(data, keep_default_na=False)
+    probs = compute.sigmoid(logits_of(read_info(model), frame["text"].tolist()))
+    predicted = probs >= np.array([0.3, 0.5, 0.7])
+    sports = predicted[:, 1]
+    truth = frame["labels"].str.split("|").map(lambda tags: "sports" in tags).to_numpy()
+    precision = (sports & truth).sum() / max(1, sports.sum())
+    assert metrics["per_class"]["sports"]["precision"] == pytest.approx(precision)
+    assert metrics["per_class"]["sports"]["support"] == truth.sum()
+    # A file that names a label the model lacks is refused.
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,labels\nhello,sports|weather\n")
+    assert main(["--model", str(model), "--data", str(bad), "--label-column", "labels", "--output", str(out)]) == 2
