@@ -21,7 +21,8 @@ from train.data import (
 VAL_FLAG = "_val"
 
 
-def _readers():
+def _readers(**options):
+    """Ray Data's reader per format; options (num_cpus, concurrency) go to each."""
     import pyarrow.csv
     import ray.data
 
@@ -29,11 +30,11 @@ def _readers():
     # too, and TSVs take quotes literally (quoting=3 in data.READERS).
     nulls = pyarrow.csv.ConvertOptions(strings_can_be_null=True)
     return {
-        ".csv": lambda p: ray.data.read_csv(p, convert_options=nulls),
+        ".csv": lambda p: ray.data.read_csv(p, convert_options=nulls, **options),
         ".tsv": lambda p: ray.data.read_csv(
-            p, convert_options=nulls, parse_options=pyarrow.csv.ParseOptions(delimiter="\t", quote_char=False)),
-        ".jsonl": lambda p: ray.data.read_json(p, lines=True),
-        ".parquet": lambda p: ray.data.read_parquet(p),
+            p, convert_options=nulls, parse_options=pyarrow.csv.ParseOptions(delimiter="\t", quote_char=False), **options),
+        ".jsonl": lambda p: ray.data.read_json(p, lines=True, **options),
+        ".parquet": lambda p: ray.data.read_parquet(p, **options),
     }
 
 
@@ -65,14 +66,21 @@ def data_format(path: str) -> str:
     return formats[0]
 
 
-def read(path: str, text_column: str, label_column: str):
+def open_dataset(path: str, **options):
+    """(Ray dataset over every row of path, its column names); train.predict reads with it too,
+    with options for Ray Data's reader."""
     fmt = data_format(path)
-    ds = _readers()[fmt](path)
+    ds = _readers(**options)[fmt](path)
     try:
         columns = ds.schema().names
     except ValueError as err:  # a RayTaskError(ValueError): its cause is the reader's own error
         cause = str(getattr(err, "cause", err)).strip().splitlines()
         raise DataError(f"{path}: cannot be read as {fmt[1:]}: {cause[0] if cause else type(err).__name__}") from None
+    return ds, columns
+
+
+def read(path: str, text_column: str, label_column: str):
+    ds, columns = open_dataset(path)
     check_columns(columns, path, text_column, label_column)
     return ds.select_columns([text_column, label_column])
 
