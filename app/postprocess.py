@@ -6,17 +6,19 @@ from ray import serve
 
 from app.artifact_source import load_info
 from app.compute import predictions
+from app.rollout import check
 
 
 @serve.deployment  # resources, scaling and queues: serve_config.yaml
 class Postprocessor:
     def __init__(self, model: str, verify_key_file: str | None = None):
         info = load_info(model, verify_key_file)
-        self.labels, self.multi_label = info.labels, info.multi_label
+        self.labels, self.multi_label, self.version = info.labels, info.multi_label, info.version
 
     # async: a softmax over a batch takes microseconds; Serve's thread-pool hand-off for a sync
     # method took far longer (bench/flame, issue #11).
-    async def run(self, logits: np.ndarray, top_k: list[int | None]) -> list[dict]:
+    async def run(self, logits: np.ndarray, top_k: list[int | None], version: str) -> list[dict]:
+        check("Postprocessor", version, self.version)  # labels of another artifact would be wrong
         return predictions(logits, self.labels, top_k, self.multi_label)
 
     def ping(self) -> bool:

@@ -1,3 +1,4 @@
+import math
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,19 @@ def test_default_graph_fits_two_cores():
     options = config_options()
     cpus = sum(o["ray_actor_options"]["num_cpus"] * o["autoscaling_config"]["min_replicas"] for o in options.values())
     assert cpus <= 2
+
+
+def test_a_rollouts_extra_replicas_fit_beside_the_graph():
+    # A rollout starts a surging deployment's new replicas before its old ones stop; a share that
+    # does not fit the CPUs left free waits forever (a 0.3-CPU tokenizer did). The surges take
+    # turns: each returns its share when its old replica stops, and a deployment without surge
+    # stops before it starts, so each surge on its own must fit.
+    options = config_options()
+    free = 2 - sum(o["ray_actor_options"]["num_cpus"] * o["autoscaling_config"]["min_replicas"] for o in options.values())
+    for name, o in options.items():
+        surge = math.ceil(o.get("max_surge_percent", 0) * o["autoscaling_config"]["min_replicas"] / 100)
+        assert surge * o["ray_actor_options"]["num_cpus"] <= free + 1e-9, name
+    assert options["Ingress"]["graceful_shutdown_timeout_s"] > options["Ingress"]["user_config"]["version_wait_s"]
 
 
 def test_serve_config_is_the_one_home_of_serving_tunables():
