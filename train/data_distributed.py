@@ -21,8 +21,7 @@ from train.data import (
 VAL_FLAG = "_val"
 
 
-def _readers(**options):
-    """Ray Data's reader per format; options (num_cpus, concurrency) go to each."""
+def _readers():
     import pyarrow.csv
     import ray.data
 
@@ -30,11 +29,11 @@ def _readers(**options):
     # too, and TSVs take quotes literally (quoting=3 in data.READERS).
     nulls = pyarrow.csv.ConvertOptions(strings_can_be_null=True)
     return {
-        ".csv": lambda p: ray.data.read_csv(p, convert_options=nulls, **options),
+        ".csv": lambda p: ray.data.read_csv(p, convert_options=nulls),
         ".tsv": lambda p: ray.data.read_csv(
-            p, convert_options=nulls, parse_options=pyarrow.csv.ParseOptions(delimiter="\t", quote_char=False), **options),
-        ".jsonl": lambda p: ray.data.read_json(p, lines=True, **options),
-        ".parquet": lambda p: ray.data.read_parquet(p, **options),
+            p, convert_options=nulls, parse_options=pyarrow.csv.ParseOptions(delimiter="\t", quote_char=False)),
+        ".jsonl": lambda p: ray.data.read_json(p, lines=True),
+        ".parquet": lambda p: ray.data.read_parquet(p),
     }
 
 
@@ -66,11 +65,10 @@ def data_format(path: str) -> str:
     return formats[0]
 
 
-def open_dataset(path: str, **options):
-    """(Ray dataset over every row of path, its column names); train.predict reads with it too,
-    with options for Ray Data's reader."""
+def open_dataset(path: str):
+    """(Ray dataset over every row of path, its column names); train.predict reads with it too."""
     fmt = data_format(path)
-    ds = _readers(**options)[fmt](path)
+    ds = _readers()[fmt](path)
     try:
         columns = ds.schema().names
     except ValueError as err:  # a RayTaskError(ValueError): its cause is the reader's own error

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path, PurePosixPath
@@ -31,6 +32,18 @@ from train.storage import is_uri
 
 log = logging.getLogger("train.predict")
 OUTPUT_FORMATS = (".parquet", ".csv")
+# Ray Data's own tasks (listing files, reading, writing) each ask for a CPU, and the actors keep
+# theirs until the last row: with every CPU held by actors, a listing task waited forever (seen: 2
+# actors on 2 CPUs, and 1 actor of 2 CPUs). A local cluster gets one logical CPU more than the
+# machine has cores for those light tasks, and no pool may take the cluster's last CPU.
+IO_CPUS = 1
+
+
+def start_local_ray() -> None:
+    """The local cluster train.predict starts when it joins none: the cores, plus IO_CPUS."""
+    import ray
+
+    ray.init(num_cpus=(os.cpu_count() or 1) + IO_CPUS)
 
 
 def output_columns(labels: list[str], prefix: str) -> list[str]:
@@ -95,15 +108,17 @@ def predict(model: str, data: str, text_column: str, output: str, num_workers: i
     model, data, output = _absolute(model), _absolute(data), _absolute(output)
     info = load_info(model, verify_key_file)  # refused here, before any data is read or worker started
     if not ray.is_initialized():
-        ray.init()  # joins RAY_ADDRESS when set (a RayJob), else starts a local cluster
+        if os.environ.get("RAY_ADDRESS"):
+            ray.init()  # a RayJob's driver joins its cluster
+        else:
+            start_local_ray()
+    cpus, asked = ray.cluster_resources().get("CPU", 0), num_workers * cpus_per_worker
+    if asked > cpus - IO_CPUS:
+        raise DataError(f"{num_workers} worker(s) x {cpus_per_worker:g} CPU leave no CPU of the cluster's {cpus:g} "
+                        f"for Ray Data's read and write tasks; ask for at most {cpus - IO_CPUS:g} CPUs in all")
     from train.data_distributed import open_dataset
 
-    # The actors hold the CPUs the model needs, and never give them back while rows remain; a
-    # read or write task that waited for a CPU would wait forever (it did: 2 actors on 2 CPUs).
-    # Reading, parsing and writing are light next to the model, so their tasks reserve none, and
-    # their number is capped instead.
-    io_tasks = max(2, num_workers)
-    ds, columns = open_dataset(data, num_cpus=0, concurrency=io_tasks)
+    ds, columns = open_dataset(data)
     if text_column not in columns:
         raise DataError(f"{data}: no text column {text_column!r}; columns are: {', '.join(map(str, columns))}")
     clash = sorted(set(output_columns(info.labels, prefix)) & set(columns))
@@ -113,14 +128,16 @@ def predict(model: str, data: str, text_column: str, output: str, num_workers: i
     if _exists(output):
         raise DataError(f"{output}: already exists; choose a new output")
     threads = max(1, round(cpus_per_worker))
-    scored = ds.map_batches(
+    # One file may be one block, and a block goes to one actor: blocks of one batch each spread
+    # the rows over the whole pool (measured: 2 actors scored at 0.39x the limit, one of them idle).
+    scored = ds.repartition(target_num_rows_per_block=batch_size).map_batches(
         Scorer, batch_size=batch_size, batch_format="pandas",
         fn_constructor_kwargs={"model": model, "verify_key_file": verify_key_file, "text_column": text_column,
                                "prefix": prefix, "threads": threads},
         compute=ray.data.ActorPoolStrategy(size=num_workers), num_cpus=cpus_per_worker, num_gpus=1 if use_gpu else 0)
     started = time.perf_counter()
     write = scored.write_parquet if fmt == ".parquet" else scored.write_csv
-    write(output, mode=ray.data.SaveMode.ERROR, ray_remote_args={"num_cpus": 0}, concurrency=io_tasks)
+    write(output, mode=ray.data.SaveMode.ERROR)
     log.info("scored %s with model %s (version %s) into %s in %.1f s", data, model, info.version[:16], output,
              time.perf_counter() - started)
 

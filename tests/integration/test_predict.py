@@ -10,7 +10,7 @@ from tests.conftest import TINY, make_artifact, moto_s3
 from train import signing
 from train.artifact import read_info
 from train.evaluate import predict as gate_labels
-from train.predict import main
+from train.predict import IO_CPUS, main
 
 pytestmark = pytest.mark.slow
 BUCKET = "batch"
@@ -21,8 +21,9 @@ LABELS = ("negative", "neutral", "positive")
 def s3(tmp_path_factory):
     # The server's settings are in the environment before ray.init: the actors inherit them.
     with moto_s3(BUCKET, MODEL_CACHE_DIR=str(tmp_path_factory.mktemp("cache"))) as client:
-        ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", configure_logging=False,
-                 log_to_driver=False)
+        # 2 cores plus the logical CPU train.predict's own local cluster adds for Ray Data's tasks.
+        ray.init(num_cpus=2 + IO_CPUS, include_dashboard=False, _node_ip_address="127.0.0.1",
+                 configure_logging=False, log_to_driver=False)
         try:
             yield client
         finally:
@@ -102,3 +103,7 @@ def test_refuses_to_overwrite_input_columns_or_output(opinionated, sentiment_csv
     assert "already exists" in caplog.text
     assert main(["--model", str(opinionated), "--data", str(sentiment_csv), "--output", str(tmp_path / "x.txt")]) == 2
     assert "use one of .parquet, .csv" in caplog.text
+    # A pool that would hold every CPU would starve Ray Data's own tasks (it hung): refused.
+    assert main(["--model", str(opinionated), "--data", str(sentiment_csv), "--output", str(tmp_path / "y.csv"),
+                 "--prefix", "p_", "--num-workers", "3"]) == 2
+    assert "leave no CPU of the cluster's 3 for Ray Data's read and write tasks" in caplog.text
