@@ -68,6 +68,8 @@ class IngressConfig(_Strict):
     batch_wait_timeout_s: float = Field(0.0, ge=0, le=1)
     max_concurrent_batches: int = Field(2, ge=1, le=64,
                                         description="Batches at the tokenizer or model per ingress replica")
+    version_wait_s: float = Field(20.0, ge=0, le=300, description="During a rollout, how long a batch may be run "
+                                  "again until one model version serves it end to end (app/rollout.py)")
 
 
 class ModelConfig(_Strict):

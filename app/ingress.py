@@ -19,7 +19,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 from fastapi import FastAPI, Request, Response
@@ -43,6 +43,7 @@ from app.protocols.common import Job, parse_json, validate
 from app.keys import KeyStore
 from app.limits import TokenBuckets, retry_after
 from app.redact import redact
+from app.rollout import VersionMismatch
 from app.schemas import ClassifyRequest, ClassifyResponse, ErrorBody, ExplainRequest, ExplainResponse, ModelInfo
 
 log = logging.getLogger("ray.serve")
@@ -52,6 +53,16 @@ errors.install(api)
 ERROR_RESPONSES = {code: {"model": ErrorBody} for code in (400, 401, 403, 413, 422, 429, 503)}
 READY_TIMEOUT_S = 5.0
 STATS_MAX_CALLS = 64
+# A batch that met two versions waits this long before it runs again, doubling up to the maximum:
+# the replicas it waits for are loading a model (seconds).
+ROLLOUT_PAUSE_S, ROLLOUT_MAX_PAUSE_S = 0.05, 0.5
+
+
+@dataclass(frozen=True)
+class Served:
+    """A job's predictions and the one artifact version whose stages made all of them."""
+    version: str
+    predictions: list[dict]
 
 
 @serve.deployment  # resources, scaling and queues: serve_config.yaml
@@ -77,7 +88,7 @@ class Ingress:
             log.warning("max_request_tokens (%d) can never fire: max_items (%d) x max_length (%d) cannot exceed it",
                         self.args.max_request_tokens, self.args.max_items, self.info.max_length)
         self.in_flight = 0
-        self.stats = {"requests": 0, "batches": 0, "texts": 0, "retries": 0}
+        self.stats = {"requests": 0, "batches": 0, "texts": 0, "retries": 0, "version_retries": 0}
         self.requests = metrics.Counter("classifier_requests", "Classify requests by status", tag_keys=("status",))
         self.coalesced = metrics.Histogram("classifier_coalesced_requests", "Requests per graph call",
                                            boundaries=[1, 2, 4, 8, 16, 32, 64, 128])
@@ -129,6 +140,7 @@ class Ingress:
 
     async def _graph(self, jobs: list[Job], slot) -> list:
         enc = await self.tokenizer.encode.remote([t for job in jobs for t in job.texts])
+        version = enc["version"]  # the later stages must serve it too (app/rollout.py)
         bounds = np.cumsum([0] + [len(job.texts) for job in jobs]).tolist()
         refused = [self._refusal(job, enc, a, b) for job, a, b in zip(jobs, bounds, bounds[1:])]
         ids, lengths = enc["ids"], enc["lengths"]
@@ -140,12 +152,12 @@ class Ingress:
             # The logits (texts x labels floats) come back here so the batch's slot frees as soon
             # as the model is done: the next batch is tokenized while this one is postprocessed,
             # and the classifier replicas do not idle through the postprocessor hop.
-            logits = await self.classifier.forward.remote({"ids": ids, "lengths": lengths})
+            logits = await self.classifier.forward.remote({"ids": ids, "lengths": lengths, "version": version})
             slot.release()
             live = [job for job, r in zip(jobs, refused) if r is None]
             top_k = [job.top_k for job in live for _ in job.texts]
             activation = [job.activation for job in live for _ in job.texts]
-            preds = await self.postprocessor.run.remote(logits, top_k, activation if any(activation) else None)
+            preds = await self.postprocessor.run.remote(logits, top_k, version, activation if any(activation) else None)
         slot.release()
         self.stats["batches"] += 1
         self.stats["texts"] += len(lengths)
@@ -156,24 +168,37 @@ class Ingress:
             if refusal is not None:
                 out.append(refusal)
                 continue
-            out.append([p | {"truncated": truncated[i], "tokens": kept[i]}
-                        for p, i in zip(preds[next_pred: next_pred + b - a], range(a, b), strict=True)])
+            out.append(Served(version, [p | {"truncated": truncated[i], "tokens": kept[i]}
+                                        for p, i in zip(preds[next_pred: next_pred + b - a], range(a, b), strict=True)]))
             next_pred += b - a
         return out
 
     async def _classify_batch(self, jobs: list[Job], slot) -> list:
-        try:
-            return await self._graph(jobs, slot)
-        except RayActorError as err:
-            # Classification is idempotent: one retry lands on a live replica while Serve replaces
-            # the dead one, so a replica lost under load costs clients nothing. The first try may
-            # have freed the slot (the model was done): the retry takes one again.
-            log.warning("a stage replica died (%s); retrying the batch once", type(err).__name__)
-            self.stats["retries"] += 1
+        loop = asyncio.get_running_loop()
+        deadline, pause, died = loop.time() + self.config.version_wait_s, ROLLOUT_PAUSE_S, False
+        while True:
+            try:
+                return await self._graph(jobs, slot)
+            except VersionMismatch:
+                # A rollout is under way and the router mixed old and new replicas: the batch runs
+                # again from the tokenizer until one version serves it end to end (app/rollout.py).
+                if loop.time() + pause > deadline:
+                    raise
+                self.stats["version_retries"] += 1
+                await asyncio.sleep(pause)  # the new replicas are still starting: do not spin
+                pause = min(2 * pause, ROLLOUT_MAX_PAUSE_S)
+            except RayActorError as err:
+                # Classification is idempotent: one retry lands on a live replica while Serve
+                # replaces the dead one, so a replica lost under load costs clients nothing.
+                if died:
+                    raise
+                died = True
+                log.warning("a stage replica died (%s); retrying the batch once", type(err).__name__)
+                self.stats["retries"] += 1
+            # The first try may have freed the slot (the model was done): the retry takes one again.
             await slot.acquire()
-            return await self._graph(jobs, slot)
 
-    async def _classify(self, job: Job) -> list[dict]:
+    async def _classify(self, job: Job) -> Served:
         # Requests larger than one coalesced batch are split into parts that join the batch queue
         # apart (and may run on different classifier replicas at once). A request that a token
         # rule could refuse (truncate=false; more than cap_safe_texts texts) is not: its verdict
@@ -183,21 +208,32 @@ class Ingress:
         # after one tokenizer call, with no extra call to count tokens first.
         n, size = len(job.texts), self.config.max_batch_texts
         whole = n <= size or not job.truncate or n > self.cap_safe_texts
-        try:
-            if whole:
-                results = [await self.coalescer.submit(job)]
-            else:
-                parts = [replace(job, texts=job.texts[i: i + size]) for i in range(0, n, size)]
-                results = await asyncio.gather(*(self.coalescer.submit(p) for p in parts))
-        except BackPressureError:
-            raise Overloaded("the model is at capacity; retry shortly") from None
-        except (RayActorError, RayServeException) as err:
-            log.warning("downstream stage failed: %s", type(err).__name__)
-            raise Overloaded("a model replica is unavailable; retry shortly") from None
-        for result in results:
-            if isinstance(result, Exception):
-                raise result
-        return results[0] if whole else [p for result in results for p in result]
+        parts = [job] if whole else [replace(job, texts=job.texts[i: i + size]) for i in range(0, n, size)]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.version_wait_s
+        while True:
+            try:
+                # One part is awaited as it is: a gather would wrap the hot path's call in a task.
+                results = [await self.coalescer.submit(job)] if whole else await asyncio.gather(
+                    *(self.coalescer.submit(p) for p in parts))
+            except BackPressureError:
+                raise Overloaded("the model is at capacity; retry shortly") from None
+            except VersionMismatch:
+                log.warning("no single model version could serve a batch within version_wait_s")
+                raise NotReady("the model is being replaced; retry shortly") from None
+            except (RayActorError, RayServeException) as err:
+                log.warning("downstream stage failed: %s", type(err).__name__)
+                raise Overloaded("a model replica is unavailable; retry shortly") from None
+            for result in results:
+                if isinstance(result, Exception):
+                    raise result
+            versions = {result.version for result in results}
+            if len(versions) == 1:
+                return Served(versions.pop(), [p for result in results for p in result.predictions])
+            # Parts served by different versions during a rollout: the request must be one version's.
+            if loop.time() > deadline:
+                raise NotReady("the model is being replaced; retry shortly")
+            self.stats["version_retries"] += 1
 
     def check_count(self, items, field: str) -> None:
         """Refuse more than max_items before a list is validated item by item."""
@@ -226,9 +262,9 @@ class Ingress:
     def authorize(self, scope: dict, name: str) -> None:
         self._authorize(header(scope, b"authorization"), name)
 
-    async def infer(self, scope: dict, receive, parse) -> tuple[object, list[dict]]:
+    async def infer(self, scope: dict, receive, parse) -> tuple[object, Served]:
         """Key and scope, rate limit, in-flight cap, body limit, then parse(body) -> (Job, context)
-        and the text limits, before anything is queued; returns (context, predictions)."""
+        and the text limits, before anything is queued; returns (context, what served the job)."""
         self.stats["requests"] += 1
         try:
             self.authorize(scope, "classify")
@@ -240,14 +276,14 @@ class Ingress:
                 self._check_texts(job)
                 if self.args.request_log_sample_rate and random.random() < self.args.request_log_sample_rate:
                     log.info("sampled request (masked): %s", [redact(t[:500]) for t in job.texts])
-                preds = await self._classify(job)
+                served = await self._classify(job)
             finally:
                 self.in_flight -= 1
         except errors.ApiError as err:
             self.requests.inc(tags={"status": str(err.status)})
             raise
         self.requests.inc(tags={"status": "200"})
-        return context, preds
+        return context, served
 
     async def ready(self) -> None:
         """Raise NotReady unless every stage of the graph answers."""
@@ -271,11 +307,13 @@ class Ingress:
         return HotRoutes(self.app, routes, namespaces)
 
     async def _classify_http(self, scope: dict, receive) -> Reply:
-        _, preds = await self.infer(scope, receive, self._parse)
+        _, served = await self.infer(scope, receive, self._parse)
         return json_reply({
-            "model": {"name": self.args.name, "version": self.info.version[:16]},
-            "predictions": preds,
-            "usage": {"tokens": sum(p["tokens"] for p in preds)},
+            # The version that served this request: during a rollout it may differ from this
+            # replica's own (/v1/model), never from the stages' (app/rollout.py).
+            "model": {"name": self.args.name, "version": served.version[:16]},
+            "predictions": served.predictions,
+            "usage": {"tokens": sum(p["tokens"] for p in served.predictions)},
         })
 
     @api.post(

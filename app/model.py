@@ -18,6 +18,7 @@ from ray.serve import metrics
 from app import compute
 from app.artifact_source import load_info
 from app.config import ModelConfig
+from app.rollout import check
 from train.artifact import load_model
 from train.model import mixed_precision
 
@@ -33,7 +34,7 @@ class Classifier:
         # An encrypted artifact is decrypted here, in this replica's memory: nothing decrypted is
         # written, shared or ray.put (the object store spills to disk).
         self.model = load_model(info, model_key_file).to(self.device)
-        self.pad_id = info.pad_token_id
+        self.pad_id, self.version = info.pad_token_id, info.version
         self.autocast, _ = mixed_precision(self.device)
         self.stats = {"batches": 0, "forwards": 0, "texts": 0, "tokens": 0, "padded_tokens": 0}
         self.batch_texts = metrics.Histogram("classifier_batch_texts", "Texts per merged batch",
@@ -88,7 +89,9 @@ class Classifier:
         return np.split(logits, np.cumsum([len(e["lengths"]) for e in encs])[:-1])
 
     async def forward(self, enc: dict) -> np.ndarray:
-        """Logits for every row of enc; inputs larger than one batch are split to fit it."""
+        """Logits for every row of enc; inputs larger than one batch are split to fit it. enc must
+        come from this artifact's tokenizer: checked before it can join a merged batch."""
+        check("Classifier", enc["version"], self.version)
         size, n = self.config.max_batch_size, len(enc["lengths"])
         if n <= size:
             return await self.forward_batch({"ids": enc["ids"], "lengths": enc["lengths"]})

@@ -68,6 +68,7 @@ class DeploymentOverride(_Strict):
     health_check_period_s: Number | None = Field(None, gt=0)
     health_check_timeout_s: Number | None = Field(None, gt=0)
     graceful_shutdown_timeout_s: Number | None = Field(None, ge=0)
+    max_surge_percent: int | None = Field(None, ge=0, le=100)
 
 
 class Layer(_Strict):

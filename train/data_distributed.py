@@ -66,7 +66,8 @@ def data_format(path: str) -> str:
     return formats[0]
 
 
-def read(path: str, text_column: str, label_columns: list[str]):
+def open_dataset(path: str):
+    """(Ray dataset over every row of path, its column names); train.predict reads with it too."""
     fmt = data_format(path)
     ds = _readers()[fmt](path)
     try:
@@ -74,6 +75,11 @@ def read(path: str, text_column: str, label_columns: list[str]):
     except ValueError as err:  # a RayTaskError(ValueError): its cause is the reader's own error
         cause = str(getattr(err, "cause", err)).strip().splitlines()
         raise DataError(f"{path}: cannot be read as {fmt[1:]}: {cause[0] if cause else type(err).__name__}") from None
+    return ds, columns
+
+
+def read(path: str, text_column: str, label_columns: list[str]):
+    ds, columns = open_dataset(path)
     check_columns(columns, path, text_column, label_columns)
     return ds.select_columns([text_column, *label_columns])
 

@@ -65,7 +65,8 @@ def routes(ingress) -> dict:
                    field="inputs" if single else "inputs[{}]"), None
 
     async def predict(scope, receive) -> Reply:
-        _, preds = await ingress.infer(scope, receive, parse)
+        _, served = await ingress.infer(scope, receive, parse)
+        preds = served.predictions
         return json_reply([p["scores"] for p in preds])
 
     async def health(scope, receive) -> Reply:

@@ -77,7 +77,8 @@ def routes(ingress) -> dict:
         return Job(texts, params.top_k, params.truncate, params.function_to_apply, field=field + "[{}]"), None
 
     async def predict(scope, receive) -> Reply:
-        _, preds = await ingress.infer(scope, receive, parse)
+        _, served = await ingress.infer(scope, receive, parse)
+        preds = served.predictions
         return json_reply({"predictions": preds})
 
     async def alive(scope, receive) -> Reply:

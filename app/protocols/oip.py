@@ -169,7 +169,8 @@ def routes(ingress) -> dict:
         return OUTPUTS[output], [n], [p[output] for p in preds]
 
     async def infer(scope, receive) -> Reply:
-        (request_id, outputs), preds = await ingress.infer(scope, receive, parse(scope))
+        (request_id, outputs), served = await ingress.infer(scope, receive, parse(scope))
+        preds = served.predictions
         tail, sent = [], []
         for output, binary, k in outputs:
             datatype, shape, values = tensor(output, k, preds)
@@ -181,7 +182,7 @@ def routes(ingress) -> dict:
             else:
                 entry["data"] = values
             sent.append(entry)
-        reply = json_reply({"model_name": name, "model_version": version, "id": request_id or str(uuid.uuid4()),
+        reply = json_reply({"model_name": name, "model_version": served.version[:16], "id": request_id or str(uuid.uuid4()),
                             "outputs": sent})
         if not tail:
             return reply

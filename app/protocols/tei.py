@@ -114,7 +114,8 @@ def routes(ingress) -> dict:
         return job, batch
 
     async def predict(scope, receive) -> Reply:
-        batch, preds = await ingress.infer(scope, receive, parse)
+        batch, served = await ingress.infer(scope, receive, parse)
+        preds = served.predictions
         scores = [[{"score": s["score"], "label": s["label"]} for s in p["scores"]] for p in preds]
         return json_reply(scores if batch else scores[0])
 

@@ -3,6 +3,7 @@ the graph) on free ports, for the e2e tests."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -45,3 +46,12 @@ def serve_run(tmp: Path, artifact: Path, args: dict | None = None, **extra_env: 
         proc = subprocess.Popen([str(SERVE), "run", str(path)], cwd=ROOT, env=env, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     return Server(proc, f"http://127.0.0.1:{port}", port, env)
+
+
+def dashboard_address(log: Path) -> str:
+    """The dashboard of the cluster `serve run` started, as its ray.init announced it: 8265 is only
+    the first port Ray tries, and another cluster on the machine may hold it."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", log.read_text())  # drop the announcement's colours
+    address = re.search(r"View the dashboard at (\S+)", text)
+    assert address, text[-2000:]
+    return address.group(1) if "://" in address.group(1) else f"http://{address.group(1)}"

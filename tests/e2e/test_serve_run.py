@@ -2,7 +2,6 @@
 HAProxy fronts the graph), on the packaged MiniLM artifact."""
 import contextlib
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -13,7 +12,7 @@ import yaml
 
 from app.haproxy import wait_port_closed
 from tests.conftest import make_artifact, wait_ready
-from tests.e2e.launch import SERVE, serve_run
+from tests.e2e.launch import SERVE, dashboard_address as _dashboard, serve_run
 
 pytestmark = pytest.mark.slow
 
@@ -41,15 +40,6 @@ def served(tmp_path_factory):
         held.close()
     # An HAProxy that Ray's shutdown missed is reaped (app/haproxy.py), as `make serve` does.
     assert wait_port_closed(port), f"port {port} still answers after serve run stopped"
-
-
-def _dashboard(log) -> str:
-    """The dashboard of the cluster `serve run` started, as its ray.init announced it: 8265 is only
-    the first port Ray tries, and another cluster on the machine may hold it."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", log.read_text())  # drop the announcement's colours
-    address = re.search(r"View the dashboard at (\S+)", text)
-    assert address, text[-2000:]
-    return address.group(1) if "://" in address.group(1) else f"http://{address.group(1)}"
 
 
 def test_serve_run_answers_over_http(served):

@@ -142,7 +142,7 @@ def test_postprocessor_stage_reads_the_temperature(tmp_path):
     stage = Postprocessor.func_or_class(str(path))  # the class the deployment wraps, without Ray
     import asyncio
 
-    (pred,) = asyncio.run(stage.run(np.array([[3.0, 1.0]], dtype=np.float32), [None]))
+    (pred,) = asyncio.run(stage.run(np.array([[3.0, 1.0]], dtype=np.float32), [None], read_info(path).version))
     assert pred["score"] == pytest.approx(float(softmax(np.array([[1.5, 0.5]]))[0, 0]), rel=1e-5)
 
 

@@ -1,3 +1,4 @@
+import math
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,19 @@ def test_explainer_runs_one_at_a_time_with_a_bounded_queue():
 def test_explain_default_steps_within_the_maximum():
     with pytest.raises(ValueError, match=r"explain_default_steps \(65\) exceeds explain_max_steps \(64\)"):
         AppArgs.read({"explain_default_steps": 65}, "args")
+
+
+def test_a_rollouts_extra_replicas_fit_beside_the_graph():
+    # A rollout starts a surging deployment's new replicas before its old ones stop; a share that
+    # does not fit the CPUs left free waits forever (a 0.3-CPU tokenizer did). The surges take
+    # turns: each returns its share when its old replica stops, and a deployment without surge
+    # stops before it starts, so each surge on its own must fit.
+    options = config_options()
+    free = 2 - sum(o["ray_actor_options"]["num_cpus"] * o["autoscaling_config"]["min_replicas"] for o in options.values())
+    for name, o in options.items():
+        surge = math.ceil(o.get("max_surge_percent", 0) * o["autoscaling_config"]["min_replicas"] / 100)
+        assert surge * o["ray_actor_options"]["num_cpus"] <= free + 1e-9, name
+    assert options["Ingress"]["graceful_shutdown_timeout_s"] > options["Ingress"]["user_config"]["version_wait_s"]
 
 
 def test_serve_config_is_the_one_home_of_serving_tunables():
