@@ -13,30 +13,32 @@ from pathlib import Path
 
 import numpy as np
 
-from app import compute  # Ray-free: the stages' functions, not the Serve deployments
+from app import compute, runtimes  # Ray-free: the stages' functions, not the Serve deployments
 from app.config import ModelConfig
-from train.artifact import ArtifactError, load_model, load_tokenizer, read_info
+from train.artifact import ArtifactError, load_tokenizer, read_info
 from train.data import DataError, check_val_labels, clean, read_table
 from train.metrics import confusion, scores
-from train.model import mixed_precision
 
 log = logging.getLogger("train.evaluate")
 
 
-def predict(info, texts: list[str], batch_size: int = 256) -> list[str]:
+def predict(info, texts: list[str], batch_size: int = 256, runtime: str = "torch") -> list[str]:
     """The label serving answers for each text: the Tokenizer, Classifier and Postprocessor stages'
-    own functions (app/compute.py, Ray-free), on the device and with the batching a replica uses."""
+    own functions (app/compute.py, app/runtimes.py; Ray-free), with the runtime, device and batching
+    a replica uses. ONNX graphs come from (and go to) the node's cache, as a replica's do."""
     import torch
 
+    from app.artifact_source import cache_root
+
     replica = ModelConfig()  # the Classifier's forward-pass limits, as a replica starts with them
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model, tokenizer = load_model(info).to(device), load_tokenizer(info)
-    autocast, _ = mixed_precision(device)
+    device = torch.device("cuda" if torch.cuda.is_available() and runtime == "torch" else "cpu")
+    model = runtimes.load(info, runtime, device, torch.get_num_threads(), cache_root())
+    tokenizer = load_tokenizer(info)
     out = []
     for i in range(0, len(texts), batch_size):
         enc = compute.encode(tokenizer, texts[i: i + batch_size], info.max_length)
-        logits, _ = compute.logits(model, enc, info.pad_token_id, device, autocast,
-                                   replica.max_batch_size, replica.max_batch_tokens)
+        logits, _ = compute.passes(model.forward, enc, info.pad_token_id, replica.max_batch_size,
+                                   replica.max_batch_tokens)
         top = compute.predictions(logits, info.labels, [1] * len(logits), info.multi_label)
         out.extend(p["label"] for p in top)
     return out
@@ -68,15 +70,17 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def evaluate(model_dir: str, data: str, text_column: str, label_column: str, output: str) -> dict:
+def evaluate(model_dir: str, data: str, text_column: str, label_column: str, output: str,
+             runtime: str = "torch") -> dict:
     info = read_info(model_dir)
     frame, _ = clean(read_table(data), data, text_column, label_column, drop_blank=True)
     check_val_labels(frame, info.labels, data, label_column)
     index = {label: i for i, label in enumerate(info.labels)}
-    preds = [index[label] for label in predict(info, frame["text"].tolist())]
+    preds = [index[label] for label in predict(info, frame["text"].tolist(), runtime=runtime)]
     truth = frame["label"].map(index).to_numpy()
     result = scores(confusion(truth, preds, len(info.labels)), info.labels)
     result["model_version"] = info.version
+    result["runtime"] = runtime  # the gate measured what this runtime serves
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -91,11 +95,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--text-column", default="text")
     p.add_argument("--label-column", default="label")
     p.add_argument("--output", required=True, help="directory for metrics.json and confusion_matrix.png")
+    p.add_argument("--runtime", default="torch", choices=runtimes.NAMES,
+                   help="what runs the model, as the Classifier's user_config `runtime` (onnx*: CPU)")
     p.add_argument("--min-accuracy", type=float, help="exit 1 when accuracy is below this")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
-        result = evaluate(args.model, args.data, args.text_column, args.label_column, args.output)
+        result = evaluate(args.model, args.data, args.text_column, args.label_column, args.output,
+                          args.runtime)
     except (ArtifactError, DataError) as err:
         log.error("%s", err)
         return 2
