@@ -16,13 +16,11 @@ WORDS = "good bad plot film ending boring lovely dreadful script great awful fin
 TEXTS = [" ".join(WORDS[i % 12: i % 12 + 1 + i % 5] * (1 + i % 7)) for i in range(60)]
 
 
-def _artifact(out, head=None, seed=0):
+def _artifact(out):
     # initializer_range 0.5: outputs that depend on the text (small initial weights answer one
     # label for all), so a wrong graph cannot pass by agreeing on a constant.
-    torch.manual_seed(seed)
+    torch.manual_seed(0)
     model, tokenizer = build("all-MiniLM-L6-v2", ["negative", "positive"], {**TINY, "initializer_range": 0.5})
-    if head is not None:
-        head(model, tokenizer)
     export(model, tokenizer, out, {"base_model": "all-MiniLM-L6-v2", "max_length": 24}, {"note": "test"})
     return read_info(out)
 
@@ -74,34 +72,17 @@ def test_cached_graph_is_verified_and_a_tampered_one_rebuilt(info, tmp_path, cap
         runtimes._read_cached(folder, info, "onnx")
 
 
-SEPARABLE = [" ".join([w] * n) for w in ("dreadful", "lovely") for n in range(1, 21)]
-
-
-def _separating_head(model, tokenizer):
-    """Set the classifier head by least squares so the logit difference is -1 for the "dreadful"
-    texts and +1 for the "lovely" ones: every label is then far from a tie, so a runtime that keeps
-    labels must keep all of them."""
-    model.eval()  # build() returns it in training mode: dropout would blur the fit
-    with torch.no_grad():
-        pooled = torch.cat([model.bert(**tokenizer([t], return_tensors="pt")).pooler_output for t in SEPARABLE])
-        x = torch.cat([pooled, torch.ones(len(SEPARABLE), 1)], 1).double()
-        target = torch.tensor([-1.0] * 20 + [1.0] * 20, dtype=torch.double)
-        w = (torch.linalg.pinv(x) @ target).float() / 2
-        model.classifier.weight.copy_(torch.stack([-w[:-1], w[:-1]]))
-        model.classifier.bias.copy_(torch.stack([-w[-1], w[-1]]))
-
-
-def test_int8_runs_and_keeps_labels_on_a_separable_model(tmp_path):
-    info = _artifact(tmp_path / "model", head=_separating_head)
-    texts = SEPARABLE
-    truth = [0] * 20 + [1] * 20
-    reference, _ = _run(runtimes.load(info, "torch", CPU, 1, None), info, texts)
-    assert reference.argmax(1).tolist() == truth  # the fixture is separable in fp32
-    int8 = runtimes.load(info, "onnx-int8", CPU, 1, tmp_path / "cache")
-    got, _ = _run(int8, info, texts)
-    assert got.argmax(1).tolist() == truth
-    assert np.abs(got - reference).max() > 0  # int8 really ran: not the fp32 graph's outputs
-    names = sorted(p.name for p in (tmp_path / "cache" / "onnx" / info.version[:32]).iterdir())
+def test_int8_runs_and_keeps_every_label_not_near_a_tie(info, tmp_path):
+    reference, _ = _run(runtimes.load(info, "torch", CPU, 1, None), info, TEXTS)
+    # Rows whose fp32 probability is more than 0.1 from a tie: the labels int8 must keep (a label
+    # within quantisation noise of 0.5 may flip, as on any runtime with other rounding).
+    clear = np.abs(reference[:, 1] - 0.5) > 0.1
+    assert clear.sum() >= 50 and len(set(reference[clear].argmax(1))) == 2  # the fixture separates
+    int8 = runtimes.load(info, "onnx-int8", CPU, 1, tmp_path)
+    got, _ = _run(int8, info, TEXTS)
+    assert (got[clear].argmax(1) == reference[clear].argmax(1)).all()
+    assert np.abs(got - reference).max() > 1e-4  # int8 really ran: not the fp32 graph's outputs
+    names = sorted(p.name for p in (tmp_path / "onnx" / info.version[:32]).iterdir())
     assert names == ["onnx", "onnx-int8"]  # int8 is made from the cached fp32 graph
 
 
