@@ -1,13 +1,13 @@
 """The model runtimes side by side, in process (no server): accuracy, speed per core, cold start.
 
-    python -m bench.runtimes --model models/demo/model [--data ../shared/data/sst2/dev.tsv] [--seconds 10]
+    python -m bench.runtimes --model models/demo/model --data dev.csv [--seconds 10]
 
 For torch, onnx and onnx-int8 (app/runtimes.py): accuracy on the labelled file and the rows whose
 label differs from torch's (train.evaluate.predict, as the deploy gate scores); texts/s on one
 thread for short texts (the file's first rows, ~25 tokens) and long ones (max_length tokens), in
 forward passes of 64 texts as a replica runs them; and the cold start of a replica's runtime (the
 load plus the warm-up) from a warm cache, median of 3 in fresh processes. Labels in the file are
-mapped by position to the artifact's labels (SST-2: 0 negative, 1 positive).
+the artifact's label names: SST-2 dev for the demo model (fresh/rotten) is its 1/0 labels renamed.
 """
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def speed(rt, enc, pad_id, seconds: float) -> float:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.runtimes", description=__doc__)
     p.add_argument("--model", default="models/demo/model")
-    p.add_argument("--data", default="../shared/data/sst2/dev.tsv")
+    p.add_argument("--data", required=True, help="CSV with text and label columns (first two)")
     p.add_argument("--seconds", type=float, default=10)
     args = p.parse_args(argv)
     import pandas as pd
@@ -60,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     from train.evaluate import predict
 
     info = read_info(args.model)
-    frame = pd.read_csv(args.data, sep="\t" if args.data.endswith(".tsv") else ",")
-    texts, truth = frame.iloc[:, 0].str.strip().tolist(), [info.labels[int(v)] for v in frame.iloc[:, 1]]
+    frame = pd.read_csv(args.data)
+    texts, truth = frame.iloc[:, 0].str.strip().tolist(), frame.iloc[:, 1].tolist()
     tokenizer = load_tokenizer(info)
     short = compute.encode(tokenizer, texts[:64], info.max_length)
     long = compute.encode(tokenizer, [" ".join(texts[i: i + 4]) for i in range(64)], info.max_length)
