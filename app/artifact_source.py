@@ -28,6 +28,11 @@ from train.storage import download_files, is_uri, join, read_bytes
 CACHE_ENV = "MODEL_CACHE_DIR"
 
 
+def cache_root() -> Path:
+    """This node's cache folder: artifact copies, and the ONNX graphs built from them (app/runtimes.py)."""
+    return Path(os.environ.get(CACHE_ENV, "~/.cache/ray-text-classifier")).expanduser()
+
+
 def _read_optional(location: str) -> bytes | None:
     try:
         return read_bytes(location)
@@ -48,8 +53,7 @@ def local_artifact(location: str, verify_key_file: str | None = None) -> Path:
     signature = _read_optional(join(location, SIGNATURE))
     check_signature(raw, signature, location, verify_key_file)
     names = sorted(parse_manifest(raw, location))
-    cache = Path(os.environ.get(CACHE_ENV, "~/.cache/ray-text-classifier")).expanduser()
-    target = cache / hashlib.sha256(raw + b"\n" + (signature or b"")).hexdigest()[:32]
+    target = cache_root() / hashlib.sha256(raw + b"\n" + (signature or b"")).hexdigest()[:32]
     if target.exists():  # complete: copies are renamed into place whole
         # Reused only when it holds these exact bytes; the caller's read_info verifies its files.
         if _file_or_none(target / MANIFEST) == raw and _file_or_none(target / SIGNATURE) == signature:

@@ -66,23 +66,38 @@ def plan_chunks(lengths: np.ndarray, max_rows: int, max_tokens: int) -> list[np.
     return chunks
 
 
-def logits(model, enc: dict, pad_id: int, device, autocast, max_rows: int, max_tokens: int) -> tuple[np.ndarray, list[int]]:
-    """(fp32 logits in input order, padded tokens per forward pass) for every row of enc."""
-    import torch
-
+def passes(forward, enc: dict, pad_id: int, max_rows: int, max_tokens: int) -> tuple[np.ndarray, list[int]]:
+    """(fp32 logits in input order, padded tokens per forward pass) for every row of enc, where
+    forward(input_ids, attention_mask) -> logits is any runtime (app/runtimes.py): the passes and
+    their padding are the same whichever runs them."""
     rows, lengths = split_rows(enc), enc["lengths"]
-    out, passes = None, []
+    out, padded = None, []
     for chunk in plan_chunks(lengths, max_rows, max_tokens):
         ids, mask = pad([rows[r] for r in chunk], pad_id)
-        with torch.inference_mode(), autocast():
-            result = model(input_ids=torch.from_numpy(ids).to(device),
-                           attention_mask=torch.from_numpy(mask).to(device)).logits
-        result = result.float().cpu().numpy()
+        result = forward(ids, mask)
         if out is None:
             out = np.empty((len(lengths), result.shape[1]), dtype=np.float32)
         out[chunk] = result
-        passes.append(ids.size)
-    return out, passes
+        padded.append(ids.size)
+    return out, padded
+
+
+def torch_forward(model, device, autocast):
+    """forward(input_ids, attention_mask) -> fp32 numpy logits for a transformers model."""
+    import torch
+
+    def forward(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        with torch.inference_mode(), autocast():
+            result = model(input_ids=torch.from_numpy(ids).to(device),
+                           attention_mask=torch.from_numpy(mask).to(device)).logits
+        return result.float().cpu().numpy()
+
+    return forward
+
+
+def logits(model, enc: dict, pad_id: int, device, autocast, max_rows: int, max_tokens: int) -> tuple[np.ndarray, list[int]]:
+    """passes() with a torch model (kept for callers that hold one: bench/gpu_check.py)."""
+    return passes(torch_forward(model, device, autocast), enc, pad_id, max_rows, max_tokens)
 
 
 # ----- postprocessor stage -----

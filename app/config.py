@@ -2,6 +2,8 @@
 values fail at start-up with a sentence that names them."""
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
@@ -78,7 +80,10 @@ class ModelConfig(_Strict):
     max_batch_size: int = Field(64, ge=1, le=4096, description="Texts per forward pass")
     batch_wait_timeout_s: float = Field(0.005, ge=0, le=1)
     max_batch_tokens: int = Field(8192, ge=8, description="Padded tokens per forward pass")
-    torch_threads: int | None = Field(None, ge=1, le=256, description="Default: the replica's CPU share")
+    torch_threads: int | None = Field(None, ge=1, le=256, description="Default: the replica's CPU share "
+                                      "(ONNX Runtime's intra-op threads under the onnx runtimes)")
+    # app/runtimes.py: torch (the only one on GPU), or ONNX Runtime on CPU, fp32 or dynamic int8.
+    runtime: Literal["torch", "onnx", "onnx-int8"] = Field("torch", description="What runs the forward passes")
 
 
 class ExplainerConfig(_Strict):

@@ -2,11 +2,13 @@
 
 Batches from every caller are merged by `@serve.batch`, sorted by length and cut into forward
 passes capped by `max_batch_tokens` (app/compute.py), so short texts are not padded to the longest
-one in the queue.
+one in the queue. What runs a pass is the user_config's `runtime` (app/runtimes.py): torch, or
+ONNX Runtime on CPU (fp32 or int8); a live change builds and warms the new one, then swaps.
 """
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import numpy as np
@@ -15,13 +17,12 @@ import torch
 from ray import serve
 from ray.serve import metrics
 
-from app import compute
-from app.artifact_source import load_info
+from app import compute, runtimes
+from app.artifact_source import cache_root, load_info
 from app.config import ModelConfig
 from app.rollout import check
-from train.artifact import load_model
-from train.model import mixed_precision
 
+log = logging.getLogger("ray.serve")
 # @serve.batch needs values before reconfigure() applies the user_config: the reader's defaults.
 DEFAULTS = ModelConfig()
 
@@ -29,13 +30,16 @@ DEFAULTS = ModelConfig()
 @serve.deployment  # resources, scaling and queues: serve_config.yaml
 class Classifier:
     def __init__(self, model: str, verify_key_file: str | None = None, model_key_file: str | None = None):
-        info = load_info(model, verify_key_file)
+        self.info = load_info(model, verify_key_file)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        # An encrypted artifact is decrypted here, in this replica's memory: nothing decrypted is
-        # written, shared or ray.put (the object store spills to disk).
-        self.model = load_model(info, model_key_file).to(self.device)
-        self.pad_id, self.version = info.pad_token_id, info.version
-        self.autocast, _ = mixed_precision(self.device)
+        self.pad_id, self.version = self.info.pad_token_id, self.info.version
+        # An encrypted artifact is decrypted in this replica's memory (app/runtimes.py): nothing
+        # decrypted is written, shared or ray.put (the object store spills to disk).
+        self.key_file = model_key_file
+        # Where ONNX graphs built from the artifact are kept on this node; None keeps them in
+        # memory only (the cached graph holds the weights in the clear; runtimes.load turns the
+        # cache off for an encrypted artifact).
+        self.onnx_cache = cache_root()
         self.stats = {"batches": 0, "forwards": 0, "texts": 0, "tokens": 0, "padded_tokens": 0}
         self.batch_texts = metrics.Histogram("classifier_batch_texts", "Texts per merged batch",
                                              boundaries=[1, 2, 4, 8, 16, 32, 64, 128, 256, 512])
@@ -43,28 +47,44 @@ class Classifier:
                                               boundaries=[16, 64, 256, 1024, 4096, 16384, 65536])
         self.model_ms = metrics.Histogram("classifier_model_ms", "Forward time per merged batch (ms)",
                                           boundaries=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000])
+        # Warm before the replica reports ready: first requests see no one-off costs.
+        self.runtime, self.threads = self._load(DEFAULTS), self._threads(DEFAULTS)
         self._apply(DEFAULTS)
-        self._warm_up()  # before the replica reports ready: first requests see no one-off costs
-        self.stats.update(forwards=0, padded_tokens=0)  # count served traffic only
 
-    def reconfigure(self, user_config: dict) -> None:
-        self._apply(ModelConfig.read(user_config, "Classifier user_config"))
+    async def reconfigure(self, user_config: dict) -> None:
+        config = ModelConfig.read(user_config, "Classifier user_config")
+        if (config.runtime, self._threads(config)) != (self.runtime.name, self.threads):
+            # Built and warmed in a thread while the current runtime keeps serving; batches pick
+            # up the new one once it is swapped in, so no request waits for the build or fails.
+            runtime = await asyncio.to_thread(self._load, config)
+            self.runtime, self.threads = runtime, self._threads(config)
+        self._apply(config)
+
+    def _threads(self, config: ModelConfig) -> int:
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
+        # Ray sets OMP_NUM_THREADS=1 for fractional CPUs; the thread count is ours to choose.
+        return config.torch_threads or max(1, round(cpus))
+
+    def _load(self, config: ModelConfig) -> runtimes.Runtime:
+        started = time.perf_counter()
+        runtime = runtimes.load(self.info, config.runtime, self.device, self._threads(config), self.onnx_cache,
+                                self.key_file)
+        for length in (8, 64):
+            ids = np.full(length * 2, self.pad_id + 1, dtype=np.int32)
+            compute.passes(runtime.forward, {"ids": ids, "lengths": np.array([length, length], dtype=np.int32)},
+                           self.pad_id, config.max_batch_size, config.max_batch_tokens)
+        log.info("runtime %s ready in %.1f s (%d threads)", runtime.name, time.perf_counter() - started,
+                 self._threads(config))
+        return runtime
 
     def _apply(self, config: ModelConfig) -> None:
         self.config = config
-        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
-        # Ray sets OMP_NUM_THREADS=1 for fractional CPUs; the thread count is ours to choose.
-        torch.set_num_threads(self.config.torch_threads or max(1, round(cpus)))
         self.forward_batch.set_max_batch_size(self.config.max_batch_size)
         self.forward_batch.set_batch_wait_timeout_s(self.config.batch_wait_timeout_s)
 
-    def _warm_up(self) -> None:
-        for length in (8, 64):
-            ids = np.full(length * 2, self.pad_id + 1, dtype=np.int32)
-            self._logits({"ids": ids, "lengths": np.array([length, length], dtype=np.int32)})
-
     def _logits(self, enc: dict) -> np.ndarray:
-        out, passes = compute.logits(self.model, enc, self.pad_id, self.device, self.autocast,
+        runtime = self.runtime  # one runtime for the whole batch, even if a swap lands meanwhile
+        out, passes = compute.passes(runtime.forward, enc, self.pad_id,
                                      self.config.max_batch_size, self.config.max_batch_tokens)
         self.stats["forwards"] += len(passes)
         self.stats["padded_tokens"] += sum(passes)
@@ -104,7 +124,9 @@ class Classifier:
 
     def get_stats(self) -> dict:
         replica = serve.get_replica_context().replica_id.unique_id
-        return dict(self.stats, max_batch_size=self.config.max_batch_size, replica=replica)
+        # One 0/1 count per runtime (numbers, so the ingress's sum over replicas says how many run each).
+        on = {f"runtime_{name}": int(name == self.runtime.name) for name in runtimes.NAMES}
+        return dict(self.stats, **on, max_batch_size=self.config.max_batch_size, replica=replica)
 
     def ping(self) -> bool:
         return True

@@ -18,32 +18,34 @@ from pathlib import Path
 
 import numpy as np
 
-from app import compute  # Ray-free: the stages' functions, not the Serve deployments
+from app import compute, runtimes  # Ray-free: the stages' functions, not the Serve deployments
 from app.config import AppArgs, ModelConfig
-from train.artifact import ArtifactError, load_model, load_tokenizer, read_info
+from train.artifact import ArtifactError, load_tokenizer, read_info
 from train.calibration import ECE_BINS, ece, reliability
 from train.config import DEFAULT_LABEL_SEPARATOR
 from train.data import LABEL, DataError, LabelFormat, check_val_labels, clean, encode_labels, read_table
 from train.metrics import confusion, multilabel_scores, nll, scores
-from train.model import mixed_precision
 
 log = logging.getLogger("train.evaluate")
 
 
-def logits_of(info, texts: list[str], batch_size: int = 256) -> np.ndarray:
+def logits_of(info, texts: list[str], batch_size: int = 256, runtime: str = "torch") -> np.ndarray:
     """The logits serving computes for each text: the Tokenizer and Classifier stages' own
-    functions (app/compute.py, Ray-free), on the device and with the batching a replica uses."""
+    functions (app/compute.py, app/runtimes.py; Ray-free), with the runtime, device and batching a
+    replica uses. ONNX graphs come from (and go to) the node's cache, as a replica's do."""
     import torch
 
+    from app.artifact_source import cache_root
+
     replica = ModelConfig()  # the Classifier's forward-pass limits, as a replica starts with them
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model, tokenizer = load_model(info).to(device), load_tokenizer(info)
-    autocast, _ = mixed_precision(device)
+    device = torch.device("cuda" if torch.cuda.is_available() and runtime == "torch" else "cpu")
+    model = runtimes.load(info, runtime, device, torch.get_num_threads(), cache_root())
+    tokenizer = load_tokenizer(info)
     out = [np.zeros((0, len(info.labels)), dtype=np.float32)]
     for i in range(0, len(texts), batch_size):
         enc = compute.encode(tokenizer, texts[i: i + batch_size], info.max_length)
-        logits, _ = compute.logits(model, enc, info.pad_token_id, device, autocast,
-                                   replica.max_batch_size, replica.max_batch_tokens)
+        logits, _ = compute.passes(model.forward, enc, info.pad_token_id, replica.max_batch_size,
+                                   replica.max_batch_tokens)
         out.append(logits)
     return np.concatenate(out)
 
@@ -149,14 +151,15 @@ def explain_errors(info, texts: list[str], truth: list[str], answers: list[dict]
 
 
 def evaluate(model_dir: str, data: str, text_column: str, label_column: str, output: str,
-             label_separator: str | None = None, label_columns: list[str] | None = None, explain_n: int = 0) -> dict:
+             label_separator: str | None = None, label_columns: list[str] | None = None, explain_n: int = 0,
+             runtime: str = "torch") -> dict:
     info = read_info(model_dir)
     if explain_n and info.multi_label:
         raise DataError("--explain-errors is for single-label models (explain one label with python -m train.explain)")
     fmt = label_format(info, label_column, label_separator, label_columns)
     frame, _ = clean(read_table(data), data, text_column, label_column, drop_blank=True, fmt=fmt)
     check_val_labels(frame, info.labels, data, label_column, info.multi_label)
-    logits = logits_of(info, frame["text"].tolist())
+    logits = logits_of(info, frame["text"].tolist(), runtime=runtime)
     preds = answers(info, logits)
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
@@ -182,6 +185,7 @@ def evaluate(model_dir: str, data: str, text_column: str, label_column: str, out
             log.info("explained %d mistakes in %s", explain_errors(info, texts, names, preds, explain_n, out),
                      out / "errors.html")
     result["model_version"] = info.version
+    result["runtime"] = runtime  # the gate measured what this runtime serves
     (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 
@@ -199,11 +203,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-accuracy", type=float, help="exit 1 when accuracy (multi-label: exact match) is below this")
     p.add_argument("--explain-errors", type=int, default=0, metavar="N",
                    help="also write errors.html and errors.png: the N most confident mistakes, explained")
+    p.add_argument("--runtime", default="torch", choices=runtimes.NAMES,
+                   help="what runs the model, as the Classifier's user_config `runtime` (onnx*: CPU)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
         result = evaluate(args.model, args.data, args.text_column, args.label_column, args.output,
-                          args.label_separator, args.label_columns, args.explain_errors)
+                          args.label_separator, args.label_columns, args.explain_errors,
+                          args.runtime)
     except (ArtifactError, DataError) as err:
         log.error("%s", err)
         return 2

@@ -165,6 +165,31 @@ def test_live_user_config_change_drops_no_request(url, tiny_artifact):
     assert _stats(url)["classifier"]["texts"] == before
 
 
+def test_runtime_switch_under_load_answers_every_request(url, tiny_artifact):
+    from app.builder import config_options
+
+    args = AppArgs(model=str(tiny_artifact), name="tiny", **LIMITS)
+    texts = ["a fine film", "word " * 40, "dull", "an ending nobody asked for"]
+    reference = post(url, {"texts": texts, "top_k": None}).json()["predictions"]
+    shipped = config_options()["Classifier"]["user_config"]
+    onnx = {"Classifier": {"user_config": {**shipped, "runtime": "onnx"}}}
+    with ThreadPoolExecutor(8) as pool:
+        pending = [pool.submit(post, url, {"texts": [f"text {i}", "another one"]}) for i in range(40)]
+        # Each replica builds the ONNX graph from the verified artifact (or its cache), warms it,
+        # then swaps it in; requests keep flowing to the torch runtime meanwhile.
+        serve.run(shipped_graph(args, **onnx), name="classifier", route_prefix="/")
+        pending += [pool.submit(post, url, {"texts": [f"text {i}", "again"]}) for i in range(40)]
+        statuses = [f.result().status_code for f in pending]
+    assert statuses == [200] * 80
+    stats = _stats(url)["classifier"]
+    assert stats["runtime_onnx"] == stats["replicas"] == 2 and stats["runtime_torch"] == 0
+    got = post(url, {"texts": texts, "top_k": None}).json()["predictions"]
+    for ref, new in zip(reference, got):
+        assert ref["label"] == new["label"]
+        assert {s["label"]: s["score"] for s in ref["scores"]} == pytest.approx(
+            {s["label"]: s["score"] for s in new["scores"]}, abs=1e-4)
+
+
 def test_stats_sum_every_classifier_replica(url, tiny_artifact):
     args = AppArgs(model=str(tiny_artifact), name="tiny", **LIMITS)
     serve.run(shipped_graph(args), name="classifier", route_prefix="/")  # two classifier replicas, as shipped
