@@ -62,10 +62,12 @@ def live_replicas(dashboard: str, env: dict) -> int:
 
 
 def settled(status: dict, replicas: dict[str, int]) -> bool:
-    """RUNNING, every deployment HEALTHY with only RUNNING replicas, as many as at the start."""
+    """RUNNING, every deployment HEALTHY with only RUNNING replicas, as many as at the start (a
+    deployment scaled to zero, like an idle Explainer, lists no replica states at all)."""
     deployments = status["deployments"]
     return status["status"] == "RUNNING" and all(
-        deployments[name]["status"] == "HEALTHY" and deployments[name]["replica_states"] == {"RUNNING": n}
+        deployments[name]["status"] == "HEALTHY"
+        and {state: k for state, k in deployments[name]["replica_states"].items() if k} == ({"RUNNING": n} if n else {})
         for name, n in replicas.items())
 
 
