@@ -334,12 +334,7 @@ class Ingress:
         """(label index or None, steps) once the request passed every limit; nothing is queued at
         the Explainer before this returns."""
         text, args = body.text, self.args
-        if not text.strip():
-            raise ValidationFailed("text is empty")
-        if "\x00" in text:
-            raise ValidationFailed("text holds a NUL character")
-        if len(text) > args.max_text_chars:
-            raise PayloadTooLarge(f"text may hold at most {args.max_text_chars} characters; got {len(text)}")
+        self._check_texts(Job([text], None, True, field="text"))  # classify's text rules
         if body.target is not None and body.target not in self.info.labels:
             raise ValidationFailed(f"target {body.target!r} is not a label of this model; labels: {self.info.labels}")
         steps = body.steps or args.explain_default_steps

@@ -149,6 +149,23 @@ def labels_in(sets) -> set[str]:
     return {label for s in sets if s for label in s.split(LABEL_SET_SEP)}
 
 
+def _blank_texts(texts: pd.Series, source: str, text_column: str, drop_blank: bool) -> pd.Series:
+    """The rows whose text is blank: refused unless drop_blank, and refused when all are."""
+    blank = is_blank(texts)
+    if blank.any() and not drop_blank:
+        rows = (np.flatnonzero(blank.to_numpy()) + 1)[:5].tolist()
+        raise DataError(f"{source}: column {text_column!r} is blank in data row(s) {rows} (1-based, header excluded)")
+    if blank.all():
+        raise DataError(f"{source}: every text in column {text_column!r} is blank")
+    return blank
+
+
+def _dropped(out: pd.DataFrame, blank: pd.Series, source: str, text_column: str) -> tuple[pd.DataFrame, int]:
+    if blank.any():
+        log.warning("%s: dropped %d row(s) with a blank %r", source, int(blank.sum()), text_column)
+    return out.reset_index(drop=True), int(blank.sum())
+
+
 def clean_multi(frame: pd.DataFrame, source: str, text_column: str, fmt: LabelFormat, drop_blank: bool):
     """clean() for multi-label data: the label column becomes label-set strings."""
     check_columns(list(frame.columns), source, text_column, fmt.source)
@@ -162,17 +179,10 @@ def clean_multi(frame: pd.DataFrame, source: str, text_column: str, fmt: LabelFo
     if not fmt.columns and frame[fmt.column].astype(str).str.contains(LABEL_SET_SEP, regex=False).any():
         raise DataError(f"{source}: column {fmt.column!r} holds the control character U+001F")
     texts = frame[text_column]
-    blank = is_blank(texts)
-    if blank.any() and not drop_blank:
-        rows = (np.flatnonzero(blank.to_numpy()) + 1)[:5].tolist()
-        raise DataError(f"{source}: column {text_column!r} is blank in data row(s) {rows} (1-based, header excluded)")
-    if blank.all():
-        raise DataError(f"{source}: every text in column {text_column!r} is blank")
+    blank = _blank_texts(texts, source, text_column, drop_blank)
     kept = frame.loc[~blank]
     out = pd.DataFrame({"text": kept[text_column].astype(str), "label": label_sets(kept, fmt)})
-    if blank.any():
-        log.warning("%s: dropped %d row(s) with a blank %r", source, int(blank.sum()), text_column)
-    return out.reset_index(drop=True), int(blank.sum())
+    return _dropped(out, blank, source, text_column)
 
 
 def clean(frame: pd.DataFrame, source: str, text_column: str, label_column: str, drop_blank: bool,
@@ -187,20 +197,13 @@ def clean(frame: pd.DataFrame, source: str, text_column: str, label_column: str,
     if missing_label.any():
         rows = (np.flatnonzero(missing_label.to_numpy()) + 1)[:5].tolist()
         raise DataError(f"{source}: column {label_column!r} is empty in data row(s) {rows} (1-based, header excluded)")
-    blank = is_blank(texts)
-    if blank.any() and not drop_blank:
-        rows = (np.flatnonzero(blank.to_numpy()) + 1)[:5].tolist()
-        raise DataError(f"{source}: column {text_column!r} is blank in data row(s) {rows} (1-based, header excluded)")
-    if blank.all():
-        raise DataError(f"{source}: every text in column {text_column!r} is blank")
+    blank = _blank_texts(texts, source, text_column, drop_blank)
     kept = frame.loc[~blank]
     out = pd.DataFrame({
         "text": kept[text_column].astype(str),
         "label": label_strings(kept[label_column], fractional(kept[label_column])),
     })
-    if blank.any():
-        log.warning("%s: dropped %d row(s) with a blank %r", source, int(blank.sum()), text_column)
-    return out.reset_index(drop=True), int(blank.sum())
+    return _dropped(out, blank, source, text_column)
 
 
 def label_list(labels) -> list[str]:
