@@ -11,16 +11,27 @@ share it; the scores themselves come from serving's own functions (app/compute.p
 """
 from __future__ import annotations
 
+import logging
+import math
+
 import numpy as np
+
+log = logging.getLogger("train.calibration")
 
 ECE_BINS = 15  # equal-width confidence bins, as in Guo et al.; ECE is reported, never tuned on
 DEFAULT_THRESHOLD = 0.5  # a label without positive validation rows has no F1 to maximise
+# Where the validation split is separable (every row right, or every row wrong) the NLL has no
+# minimum: it falls for ever as T goes to 0 (or infinity), and L-BFGS returned T = 0.056, which
+# makes every served score 1.000. Past these bounds T says nothing the split can support.
+TEMPERATURE_BOUNDS = (0.25, 10.0)
 
 
 def fit_temperature(logits: np.ndarray, targets: np.ndarray, max_iter: int = 100) -> float:
-    """The T > 0 minimising the mean NLL of softmax(logits / T) against integer targets."""
+    """The T in TEMPERATURE_BOUNDS minimising the mean NLL of softmax(logits / T) against
+    integer targets; a warning says when it stopped at a bound."""
     import torch
 
+    low, high = (math.log(b) for b in TEMPERATURE_BOUNDS)
     # The training loop validates under torch.inference_mode(); the fit needs autograd back on.
     with torch.inference_mode(False), torch.enable_grad():
         x = torch.tensor(np.asarray(logits, dtype=np.float64))  # a copy: the input may be read-only
@@ -30,13 +41,17 @@ def fit_temperature(logits: np.ndarray, targets: np.ndarray, max_iter: int = 100
 
         def closure():
             opt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(x / log_t.exp(), y)
+            loss = torch.nn.functional.cross_entropy(x / log_t.clamp(low, high).exp(), y)
             loss.backward()
             return loss
 
         if len(y):
             opt.step(closure)
-    return float(log_t.detach().exp())
+    t = float(np.clip(math.exp(float(log_t.detach())), *TEMPERATURE_BOUNDS))
+    if t in TEMPERATURE_BOUNDS:
+        log.warning("temperature stopped at its bound %.2f: the validation split (%d rows) is "
+                    "separable or too small to calibrate on", t, len(y))
+    return t
 
 
 def reliability(probs: np.ndarray, targets: np.ndarray, bins: int = ECE_BINS) -> dict:

@@ -56,9 +56,9 @@ def answers(info, logits: np.ndarray) -> list[dict]:
                                temperature=info.temperature, thresholds=info.thresholds)
 
 
-def predict(info, texts: list[str], batch_size: int = 256) -> list:
+def predict(info, texts: list[str], batch_size: int = 256, runtime: str = "torch") -> list:
     """What serving answers for each text: the label, or for a multi-label model the list of labels."""
-    preds = answers(info, logits_of(info, texts, batch_size))
+    preds = answers(info, logits_of(info, texts, batch_size, runtime))
     if info.multi_label:
         return [[s["label"] for s in p["labels"]] for p in preds]
     return [p["label"] for p in preds]

@@ -8,7 +8,7 @@ import pytest
 from app.compute import predictions, softmax
 from tests.conftest import TINY, make_artifact
 from train.artifact import CALIBRATION, MANIFEST, ArtifactError, read_info, verify
-from train.calibration import best_threshold, ece, fit_temperature, tune_thresholds
+from train.calibration import TEMPERATURE_BOUNDS, best_threshold, ece, fit_temperature, tune_thresholds
 from train.metrics import multilabel_scores, validation
 
 
@@ -61,6 +61,16 @@ def test_temperature_fits_inside_inference_mode():
     with torch.inference_mode():
         fitted = fit_temperature(logits, np.array([0, 1, 1]))
     assert fitted == pytest.approx(fit_temperature(logits, np.array([0, 1, 1]))) and fitted > 1
+
+
+def test_temperature_stays_within_bounds_where_the_nll_has_no_minimum(caplog):
+    # Every validation row right: the NLL keeps falling as T goes to 0 (unbounded, L-BFGS gave
+    # T = 0.056 and every served score 1.000); every row wrong: it falls as T grows.
+    logits = np.array([[3.0, 0.0], [0.0, 2.0], [1.0, 0.0], [0.0, 4.0]], dtype=np.float32)
+    right, wrong = np.array([0, 1, 0, 1]), np.array([1, 0, 1, 0])
+    assert fit_temperature(logits, right) == TEMPERATURE_BOUNDS[0]
+    assert fit_temperature(logits, wrong) == TEMPERATURE_BOUNDS[1]
+    assert caplog.text.count("temperature stopped at its bound") == 2
 
 
 def test_ece_of_known_bins():

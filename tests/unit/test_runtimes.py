@@ -70,6 +70,12 @@ def test_cached_graph_is_verified_and_a_tampered_one_rebuilt(info, tmp_path, cap
     (folder / "manifest.json").write_text(json.dumps({**manifest, "artifact_version": "0" * 64}))
     with pytest.raises(runtimes.CacheError, match="not the manifest of this artifact"):
         runtimes._read_cached(folder, info, "onnx")
+    # A graph an older release cached (onnx-1: int8 weights per tensor) is refused and rebuilt.
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "format": "ray-text-classifier/onnx-1"}))
+    with pytest.raises(runtimes.CacheError, match="not the manifest of this artifact"):
+        runtimes._read_cached(folder, info, "onnx")
+    assert runtimes.onnx_graph(info, "onnx", tmp_path) == graph
+    assert json.loads((folder / "manifest.json").read_text())["format"] == runtimes.FORMAT
 
 
 def test_int8_runs_and_keeps_every_label_not_near_a_tie(info, tmp_path):
