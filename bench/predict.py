@@ -1,7 +1,7 @@
 """Batch scoring throughput: `train.predict` (Ray Data, actor pool) against the in-process limit on
 the same texts, side by side in one run.
 
-    python -m bench.predict [--rows 16000] [--model DIR]
+    python -m bench.predict [--rows 16000] [--model DIR] [--configs 1x2,2x1]
 
 The limit is one process scoring the texts batch by batch with the very code the actors run
 (train.evaluate.predict: encode, length-sorted forward passes, softmax; torch with 1 and 2 threads,
@@ -23,9 +23,7 @@ from bench.common import SST2
 # shared/ sits beside the checkout, or beside the folder of worktrees.
 SST2 = next((p / "shared/data/sst2" for p in Path(__file__).resolve().parents if (p / "shared/data/sst2").is_dir()), SST2)
 
-CONFIGS = [  # (actors, CPUs per actor = torch threads)
-    (1, 2), (2, 1),
-]
+CONFIGS = "1x2,2x1"  # ACTORSxCPUS (CPUs per actor = its torch threads)
 
 
 def sst2_texts(rows: int) -> list[str]:
@@ -55,7 +53,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--rows", type=int, default=16000)
     p.add_argument("--model", help="artifact (default: the packaged MiniLM with an untrained head, max_length 128)")
+    p.add_argument("--configs", default=CONFIGS, help="pools to time, ACTORSxCPUS comma-separated")
     args = p.parse_args()
+    configs = [tuple(int(n) for n in c.split("x")) for c in args.configs.split(",")]
     import pandas as pd
     import ray
 
@@ -76,7 +76,7 @@ def main() -> None:
         start_local_ray()  # as the command starts it, before the clock
         rows = []
         try:
-            for actors, cpus in CONFIGS:
+            for actors, cpus in configs:
                 out = tmp / f"out-{actors}x{cpus}.parquet"
                 started = time.perf_counter()
                 predict(model, str(tmp / "in.parquet"), "text", str(out), num_workers=actors, cpus_per_worker=cpus)
@@ -86,7 +86,7 @@ def main() -> None:
         finally:
             ray.shutdown()
     print(f"Run {os.uname().machine}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}, "  # noqa: T201
-          f"`python -m bench.predict --rows {args.rows}` ({len(texts)} SST-2 train texts, MiniLM, max_length 128).\n")
+          f"`python -m bench.predict --rows {args.rows} --configs {args.configs}` ({len(texts)} SST-2 train texts, MiniLM, max_length 128).\n")
     print("| system | texts/s | share of the limit | wall |")  # noqa: T201
     print("|---|---|---|---|")  # noqa: T201
     for threads, tps in limit.items():
