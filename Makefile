@@ -31,7 +31,7 @@ models/demo/model/manifest.json: data/rotten_tomatoes.csv
 
 train: models/demo/model/manifest.json
 
-# Stop with Ctrl-C: serve run then shuts the graph, HAProxy and its local Ray down, in about 7.5 s
+# Stop with Ctrl-C: serve run then shuts the graph, HAProxy and its local Ray down, in under 10 s
 # (tests/e2e/test_stop.py; app/serve.env says why it once took 33 s). An HAProxy that a SIGTERM
 # or a failed shutdown left would keep the port, so orphans are stopped first (app/haproxy.py).
 serve: train

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -14,6 +15,12 @@ import pytest
 # Keep every Ray cluster the tests start on loopback: with this, Ray uses 127.0.0.1 as the node
 # address instead of the machine's interface address. Read when ray is first imported.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+# A suite started in the background of a non-interactive shell (`cmd &` in a script) inherits
+# SIGINT ignored, and so does every `serve run` it starts: the e2e tests' Ctrl-C then stopped
+# nothing. A Python handler here is reset to the default in each child, as under a terminal.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ROOT = Path(__file__).parent.parent
