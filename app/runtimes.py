@@ -96,9 +96,9 @@ def export_onnx(info: ArtifactInfo, key_file: str | None = None) -> bytes:
 
 def quantize_int8(graph: bytes) -> bytes:
     """Dynamic int8 quantisation (weights int8 per output channel, activations per batch at run
-    time). Per channel because per tensor lost 1.0 point on SST-2 dev with the default recipe's
-    model (85.21 % vs torch's 86.24 %) and per channel loses none (86.35 %), at the same speed
-    (bench/README.md, ONNX section)."""
+    time). Per channel because per tensor lost 0.8-1.0 point on SST-2 dev with the default
+    recipe's models and per channel loses none (86.47 % vs torch's 86.24 %; bench/README.md,
+    ONNX section)."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 

@@ -41,8 +41,8 @@ def _readers():
 def _read_parquet(path: str):
     """read_parquet through Ray Data's first Parquet reader. Ray 2.60's default (DataSourceV2)
     lists files in extra tasks and samples the first file on the driver before any row is read:
-    ~7 s of a 40 s, 8,000-row `train.predict` on 2 busy cores, against ~3.5 s with this reader
-    (bench/README.md, batch scoring). The flag is read when the plan is built, so it is set for
+    ~7 s of a 40 s, 8,000-row `train.predict` on 2 busy cores; with this reader the plan starts
+    0.2 s after the call (bench/README.md, batch scoring). The flag is read when the plan is built, so it is set for
     this call only and the user's DataContext is left as it was."""
     import ray.data
 
